@@ -1,0 +1,57 @@
+"""Turn a spec's array sources (literals or seeded generators) into NumPy arrays.
+
+Seeded arrays must be the same bytes on every machine, so they use only PCG64's raw 64-bit
+stream (bit-exact by NumPy's BitGenerator contract) and IEEE additions in a fixed order:
+no libm call, whose last bit may differ between CPUs. `normal` is the Irwin-Hall sum of
+twelve uniforms minus 6 (mean 0, variance 1, bounded by +-6), which is all a conformance
+input needs.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .schema import Generated, RandomArray
+
+_TWO_POW_53 = float(2**53)
+
+
+def uniform01(seed: int, count: int) -> np.ndarray:
+    """`count` float64 values in [0, 1), each k / 2**53 exactly."""
+    raw = np.random.PCG64(seed).random_raw(count)
+    return (np.asarray(raw, dtype=np.uint64) >> np.uint64(11)).astype(np.float64) / _TWO_POW_53
+
+
+def shape_for(spec: RandomArray, dim: int) -> tuple[int, ...]:
+    if isinstance(spec.shape, dict):
+        if dim not in spec.shape:
+            raise ValueError(f"random array has no shape for dim={dim} (has {sorted(spec.shape)})")
+        return tuple(spec.shape[dim])
+    return tuple(spec.shape)
+
+
+def generate(spec: RandomArray, dim: int) -> np.ndarray:
+    """The float64 array a seeded source stands for (cast to the case dtype by the caller)."""
+    shape = shape_for(spec, dim)
+    count = int(np.prod(shape, dtype=np.int64))
+    if spec.distribution == "normal":
+        u = uniform01(spec.seed, 12 * count).reshape(count, 12)
+        base = u[:, 0].copy()
+        for k in range(1, 12):  # fixed order: the same rounding everywhere
+            base += u[:, k]
+        base -= 6.0
+    elif spec.distribution == "uniform":
+        base = uniform01(spec.seed, count)
+    elif spec.distribution == "arange":
+        base = np.arange(count, dtype=np.float64)
+    else:  # constant
+        base = np.ones(count, dtype=np.float64)
+    return (base * spec.scale + spec.offset).reshape(shape)
+
+
+def materialize(source: Any, dim: int, dtype: str) -> np.ndarray:
+    """A literal or generated source as an array of the case dtype."""
+    if isinstance(source, Generated):
+        return generate(source.random, dim).astype(dtype)
+    return np.asarray(source, dtype=np.float64).astype(dtype)

@@ -1,0 +1,33 @@
+"""A case: one spec with its grid values filled in, ready to run on any backend."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .schema import ModuleConfig, Step, Tolerance
+
+# Defaults: float32 results from a float32 kernel against the float64 oracle differ by a few
+# ulp of the largest intermediate; float64 ones by rounding of sums.
+DEFAULT_TOLERANCE = {
+    "float32": Tolerance(rtol=1e-4, atol=1e-5),
+    "float64": Tolerance(rtol=1e-9, atol=1e-10),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str  # "family/spec_id[grid=values]"
+    family: str
+    spec_id: str
+    description: str
+    source: Path
+    config: ModuleConfig
+    init: dict[str, Any]
+    steps: tuple[Step, ...]
+    tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    requires: frozenset[str] = frozenset()
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return self.tolerances.get(self.config.dtype, DEFAULT_TOLERANCE[self.config.dtype])

@@ -1,0 +1,64 @@
+"""Which backend capabilities a case needs, derived from its config and steps.
+
+A backend declares what it can do (runners/protocol.py, Capabilities); a case whose needs
+are not all declared is skipped with the missing ones named, never passed or failed.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model import Case
+
+# The vocabulary, documented in docs/backends.md. dim=N and dtype=NAME are implied by config.
+FEATURES = {
+    "backward": "backward pass: grads of input, weight and bias",
+    "toggle_track_running_stats": "assigning track_running_stats after construction",
+    "set_momentum": "assigning momentum after construction",
+    "momentum_none": "momentum=None (cumulative moving average)",
+    "momentum_decay": "the decay convention (momentum = weight of the old value)",
+    "state_dict": "state_dict() and load_state_dict()",
+    "reset": "reset_running_stats() and reset_parameters()",
+    "requires_grad": "turning requires_grad off on weight/bias",
+    "init": "setting parameter and buffer values before the first step",
+    "errors": "raising torch's exception types for invalid input",
+}
+
+
+def required_capabilities(case: "Case") -> set[str]:
+    cfg = case.config
+    needs = {f"dim={cfg.dim}", f"dtype={cfg.dtype}"}
+    if cfg.momentum is None:
+        needs.add("momentum_none")
+    if cfg.momentum_convention == "decay":
+        needs.add("momentum_decay")
+    if case.init:
+        needs.add("init")
+    for step in case.steps:
+        if step.action == "backward":
+            needs.add("backward")
+        elif step.action == "set":
+            if "track_running_stats" in step.args.values:
+                needs.add("toggle_track_running_stats")
+            if "momentum" in step.args.values:
+                needs.add("set_momentum")
+                if step.args.values["momentum"] is None:
+                    needs.add("momentum_none")
+        elif step.action in ("state_dict", "load_state_dict"):
+            needs.add("state_dict")
+        elif step.action in ("reset_running_stats", "reset_parameters"):
+            needs.add("reset")
+        elif step.action == "requires_grad":
+            needs.add("requires_grad")
+        if step.expect is not None:
+            if step.expect.error is not None:
+                needs.add("errors")
+            if step.expect.state_dict_keys is not None:
+                needs.add("state_dict")
+    return needs
+
+
+def check_declared(names: set[str]) -> None:
+    unknown = sorted(n for n in names if n not in FEATURES)
+    if unknown:
+        raise ValueError(f"unknown capability {unknown}; known: {sorted(FEATURES)}")

@@ -1,0 +1,291 @@
+"""The spec language, as pydantic models.
+
+A spec file is validated against these models right after safe YAML loading, so every
+mistake is reported with its key path before anything runs. `docs/spec-format.md` is the
+prose version of this module; keep the two in step.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DTYPES = ("float32", "float64")
+QUANTITIES = (
+    "output",
+    "running_mean",
+    "running_var",
+    "num_batches_tracked",
+    "weight",
+    "bias",
+    "grad_input",
+    "grad_weight",
+    "grad_bias",
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModuleConfig(Strict):
+    """Constructor arguments of nn.BatchNorm{dim}d, plus the initial mode and dtype."""
+
+    dim: Literal[1, 2, 3] = 2
+    num_features: int = Field(3, ge=1)
+    eps: float = 1e-5
+    momentum: Optional[float] = 0.1
+    # "torch": momentum is the weight of the new batch. "decay": it is the weight of the
+    # old value (Keras, Flax, ONNX); only backends that declare that convention run it.
+    momentum_convention: Literal["torch", "decay"] = "torch"
+    affine: bool = True
+    track_running_stats: bool = True
+    training: bool = True
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+class RandomArray(Strict):
+    """A seeded array: the same seed gives the same bytes on every machine (see inputs.py)."""
+
+    seed: int = Field(ge=0)
+    shape: Union[list[int], dict[int, list[int]]]
+    distribution: Literal["normal", "uniform", "arange", "constant"] = "normal"
+    scale: float = 1.0
+    offset: float = 0.0
+
+    @field_validator("shape")
+    @classmethod
+    def _dims_non_negative(cls, v: Any) -> Any:
+        shapes = v.values() if isinstance(v, dict) else [v]
+        for s in shapes:
+            if any(d < 0 for d in s):
+                raise ValueError("shape entries must be >= 0")
+        if isinstance(v, dict) and not set(v) <= {1, 2, 3}:
+            raise ValueError("a shape by dim has keys among 1, 2, 3")
+        return v
+
+
+class Generated(Strict):
+    random: RandomArray
+
+
+def _check_literal_array(v: Any) -> Any:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return v
+    if isinstance(v, list):
+        try:
+            arr = np.asarray(v, dtype=np.float64)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"not a rectangular array of numbers ({exc})") from None
+        if arr.dtype == object:
+            raise ValueError("not a rectangular array of numbers")
+        return v
+    raise ValueError("expected a number, a (nested) list of numbers, or {random: {...}}")
+
+
+ArraySource = Union[Generated, Any]
+
+
+def _validate_source(v: Any) -> Any:
+    if isinstance(v, (dict, Generated)):
+        return v if isinstance(v, Generated) else Generated.model_validate(v)
+    return _check_literal_array(v)
+
+
+class ErrorExpectation(Strict):
+    type: Literal["ValueError", "RuntimeError", "TypeError", "AttributeError"]
+    match: str = ""
+
+
+class Expect(Strict):
+    """What must hold after a step.
+
+    `values` maps a quantity (QUANTITIES) to a literal (golden: number, nested list, or null
+    for None) or the word `oracle`. Written `expect: oracle`, every quantity the step makes
+    observable is checked against the oracle.
+    """
+
+    values: dict[str, Any] = {}
+    all_oracle: bool = False
+    state_dict_keys: Optional[list[str]] = None
+    error: Optional[ErrorExpectation] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if data == "oracle":
+            return {"all_oracle": True}
+        if not isinstance(data, dict) or "values" in data or "all_oracle" in data:
+            return data
+        unknown = [k for k in data if k not in QUANTITIES and k not in ("state_dict_keys", "error")]
+        if unknown:
+            raise ValueError(f"unknown quantity {unknown}; known: {list(QUANTITIES)}, state_dict_keys, error")
+        values = {}
+        for k in QUANTITIES:
+            if k in data:
+                v = data[k]
+                values[k] = v if v is None or v == "oracle" else _check_literal_array(v)
+        return {"values": values, "state_dict_keys": data.get("state_dict_keys"), "error": data.get("error")}
+
+
+class ForwardStep(Strict):
+    input: Any
+
+    @field_validator("input")
+    @classmethod
+    def _source(cls, v: Any) -> Any:
+        return _validate_source(v)
+
+
+class BackwardStep(Strict):
+    grad: Any
+
+    @field_validator("grad")
+    @classmethod
+    def _source(cls, v: Any) -> Any:
+        return _validate_source(v)
+
+
+class SetStep(Strict):
+    """Attributes assigned at run time (`momentum: null` sets None)."""
+
+    values: dict[Literal["track_running_stats", "momentum"], Optional[Union[bool, float]]]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "values" not in data:
+            if not data:
+                raise ValueError("set needs track_running_stats and/or momentum")
+            return {"values": data}
+        return data
+
+
+class StateDictStep(Strict):
+    save_as: str = "saved"
+
+
+class LoadStateDictStep(Strict):
+    """Load a saved dict (`from`, optionally without some keys) or literal `values`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    from_: Optional[str] = Field(None, alias="from")
+    drop: list[str] = []
+    values: dict[str, Any] = {}
+    strict: bool = True
+
+    @field_validator("values")
+    @classmethod
+    def _literal(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return {k: _check_literal_array(x) for k, x in v.items()}
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "LoadStateDictStep":
+        if self.from_ is None and not self.values:
+            raise ValueError("load_state_dict needs `from` (a saved name) or `values`")
+        return self
+
+
+class RequiresGradStep(Strict):
+    weight: Optional[bool] = None
+    bias: Optional[bool] = None
+
+
+class Empty(Strict):
+    pass
+
+
+ACTIONS: dict[str, type[Strict]] = {
+    "train": Empty,
+    "eval": Empty,
+    "set": SetStep,
+    "forward": ForwardStep,
+    "backward": BackwardStep,
+    "state_dict": StateDictStep,
+    "load_state_dict": LoadStateDictStep,
+    "reset_running_stats": Empty,
+    "reset_parameters": Empty,
+    "requires_grad": RequiresGradStep,
+    "check": Empty,
+}
+
+
+class Step(Strict):
+    """One action on the module, then optional expectations.
+
+    Written as a one-key mapping (`- forward: {...}`), with `expect` and `note` beside the
+    action key; a bare word (`- train`) is an action without arguments.
+    """
+
+    action: str
+    args: Any
+    expect: Optional[Expect] = None
+    note: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {data: None}
+        if not isinstance(data, dict):
+            raise ValueError("a step is an action name or a mapping with one action key")
+        if "action" in data and "args" in data:
+            return data
+        actions = [k for k in data if k in ACTIONS]
+        others = [k for k in data if k not in ACTIONS and k not in ("expect", "note")]
+        if others:
+            raise ValueError(f"unknown step key(s) {others}; actions are {sorted(ACTIONS)}")
+        if len(actions) != 1:
+            raise ValueError(f"a step has exactly one action key, got {actions or 'none'}")
+        name = actions[0]
+        raw = data[name] or {}
+        args = ACTIONS[name].model_validate(raw)
+        return {"action": name, "args": args, "expect": data.get("expect"), "note": data.get("note", "")}
+
+
+class Tolerance(Strict):
+    rtol: float = Field(ge=0)
+    atol: float = Field(ge=0)
+
+
+class Spec(Strict):
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    description: str
+    config: ModuleConfig = ModuleConfig()
+    grid: dict[str, list[Any]] = {}
+    init: dict[str, Any] = {}
+    steps: list[Step] = Field(min_length=1)
+    tolerance: dict[Literal["float32", "float64"], Tolerance] = {}
+    requires: list[str] = []
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_keys(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            if key not in ModuleConfig.model_fields:
+                raise ValueError(f"grid key {key!r} is not a config field ({sorted(ModuleConfig.model_fields)})")
+            if not values:
+                raise ValueError(f"grid key {key!r} has no values")
+        return v
+
+    @field_validator("init")
+    @classmethod
+    def _init_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        allowed = {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
+        for key, value in v.items():
+            if key not in allowed:
+                raise ValueError(f"init key {key!r} is not one of {sorted(allowed)}")
+            v[key] = _validate_source(value)
+        return v
+
+
+class SpecFile(Strict):
+    family: str = Field(pattern=r"^[a-z0-9_]+$")
+    title: str
+    description: str = ""
+    # Config values shared by every spec of the file; a spec's own config wins.
+    defaults: dict[str, Any] = {}
+    # A place for YAML anchors (&name) shared by several specs; not read otherwise.
+    anchors: Any = None
+    specs: list[dict[str, Any]] = Field(min_length=1)

@@ -1,0 +1,82 @@
+"""`bnconform` console script: run the conformance matrix and write its reports.
+
+`bnconform run` is pytest underneath (the same cases, ids and options as `pytest`), with the
+exit status made into a CI gate: 0 nothing failed, 1 a case failed or errored, 2 usage or
+spec errors.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pytest
+
+from cases.loader import BUILTIN_SPECS, SpecError, load_cases
+from runners.backends import UnknownBackend, resolve
+
+ROOT = Path(__file__).resolve().parent.parent
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bnconform", description="BatchNorm behaviour conformance suite")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the conformance cases and write the matrix")
+    run.add_argument("--backend", action="append", default=[], metavar="NAME",
+                     help="torch, torch-cuda, numpy or package.module:attr (repeatable; default: built-ins available here)")
+    run.add_argument("--specs", action="append", default=[], metavar="DIR", help="extra spec directory (repeatable)")
+    run.add_argument("--case", action="append", default=[], metavar="ID", help="only this case id or glob (repeatable)")
+    run.add_argument("--family", action="append", default=[], metavar="NAME", help="only this family (repeatable)")
+    run.add_argument("--out", default="reports", metavar="DIR", help="report directory (default: reports)")
+    run.add_argument("-n", "--workers", default="0", metavar="N",
+                     help="pytest-xdist workers: a number or 'auto' (default 0: in-process)")
+    run.add_argument("-v", "--verbose", action="store_true", help="one line per case")
+    return parser
+
+
+def _pytest_args(args: argparse.Namespace) -> list[str]:
+    out = [
+        str(ROOT / "cases" / "test_conformance.py"),
+        "--rootdir", str(ROOT),
+        "-p", "no:cacheprovider",
+        "--report-dir", str(Path(args.out).resolve()),
+        "-rfE",
+        "-v" if args.verbose else "-q",
+    ]
+    if args.workers not in ("0", ""):
+        out += ["-n", args.workers]
+    for flag in ("backend", "specs", "case", "family"):
+        for value in getattr(args, flag):
+            out += [f"--{flag}", str(Path(value).resolve()) if flag == "specs" else value]
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    try:  # fail fast, before pytest starts, on what the user typed
+        load_cases([BUILTIN_SPECS] + [Path(d) for d in args.specs])
+        for name in args.backend:
+            resolve(name)
+    except (SpecError, UnknownBackend) as exc:
+        print(f"bnconform: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    code = int(pytest.main(_pytest_args(args)))
+    if code == 0:
+        return EXIT_OK
+    if code == 1:
+        return EXIT_FAILED
+    if code == 5:
+        print("bnconform: no case matched the selection", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return run(args)
+    return EXIT_USAGE  # pragma: no cover - argparse requires a command
+
+
+if __name__ == "__main__":
+    sys.exit(main())

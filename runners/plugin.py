@@ -1,0 +1,165 @@
+"""The pytest side of the runner: options, case selection, parametrisation and result collection.
+
+Results are read from test reports (record_property travels with them), so they are
+collected on the controller whether or not pytest-xdist runs the cases in workers.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+import runners
+from cases.loader import BUILTIN_SPECS, SpecError, load_cases
+from cases.model import Case
+from runners.backends import UnknownBackend, default_backends, resolve, unavailable_reason
+from runners.report_writers import terminal_summary, write_all
+from runners.results import BackendInfo, CaseResult, RunReport
+
+CASES_KEY = pytest.StashKey[list]()
+BACKENDS_KEY = pytest.StashKey[list]()
+NODE_RE = re.compile(r"test_conformance\[(?P<case>.*)\[(?P<backend>[^\[\]]*)\]\]$")
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("bnconform", "BatchNorm conformance")
+    group.addoption("--backend", action="append", default=[], metavar="NAME",
+                    help="backend to test (repeatable): torch, torch-cuda, numpy, or package.module:attr. "
+                         "Default: every built-in backend that can run here.")
+    group.addoption("--specs", action="append", default=[], metavar="DIR",
+                    help="extra spec directory, added to the built-in specs/ (repeatable)")
+    group.addoption("--case", action="append", default=[], metavar="ID",
+                    help="run only cases whose id equals ID or matches it as a glob (repeatable)")
+    group.addoption("--family", action="append", default=[], metavar="NAME",
+                    help="run only this family (repeatable)")
+    group.addoption("--report-dir", default=None, metavar="DIR",
+                    help="write conformance.json and conformance.md here at the end of the run")
+
+
+def _selected(cases: list[Case], patterns: list[str], families: list[str]) -> list[Case]:
+    def wanted(case: Case) -> bool:
+        if families and case.family not in families:
+            return False
+        if patterns:
+            return any(case.id == p or fnmatch.fnmatchcase(case.id, p) for p in patterns)
+        return True
+
+    return [c for c in cases if wanted(c)]
+
+
+def configure(config: pytest.Config) -> None:
+    dirs = [BUILTIN_SPECS] + [Path(d) for d in config.getoption("specs")]
+    try:
+        cases = load_cases(dirs)
+    except SpecError as exc:
+        raise pytest.UsageError(f"spec error: {exc}") from None
+    config.stash[CASES_KEY] = _selected(cases, config.getoption("case"), config.getoption("family"))
+    names = config.getoption("backend") or default_backends()
+    try:
+        config.stash[BACKENDS_KEY] = [(name, resolve(name)) for name in dict.fromkeys(names)]
+    except UnknownBackend as exc:
+        raise pytest.UsageError(str(exc)) from None
+    report_dir = config.getoption("report_dir")
+    if report_dir and not hasattr(config, "workerinput"):  # the xdist controller, or no xdist
+        config.pluginmanager.register(ResultCollector(config, Path(report_dir)), "bnconform-results")
+
+
+def parametrize(metafunc: pytest.Metafunc) -> None:
+    if "conformance_cell" not in metafunc.fixturenames:
+        return
+    cases = metafunc.config.stash[CASES_KEY]
+    backends = metafunc.config.stash[BACKENDS_KEY]
+    cells = [(case, name, backend) for case in cases for name, backend in backends]
+    metafunc.parametrize("conformance_cell", cells, ids=[f"{c.id}[{n}]" for c, n, _ in cells])
+
+
+class ResultCollector:
+    """Turns conformance test reports into CaseResults and writes the reports at session end."""
+
+    def __init__(self, config: pytest.Config, out_dir: Path) -> None:
+        self.config = config
+        self.out_dir = out_dir
+        self.results: dict[str, CaseResult] = {}
+        self.families = {c.id: c.family for c in config.stash[CASES_KEY]}
+        self.start = time.perf_counter()
+        self.report: Optional[RunReport] = None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        match = NODE_RE.search(report.nodeid)
+        if not match:
+            return
+        props = dict(report.user_properties)
+        case_id, backend = props.get("case", match["case"]), props.get("backend", match["backend"])
+        outcome = self._outcome(report, props)
+        if outcome is None:
+            return
+        message = props.get("bnconform_message", "")
+        if not message and report.outcome != "passed":
+            message = report.longreprtext or ""
+            if report.skipped and isinstance(report.longrepr, tuple):
+                message = str(report.longrepr[2]).removeprefix("Skipped: ")
+        previous = self.results.get(report.nodeid)
+        if previous is not None and previous.outcome in ("failed", "error") and report.when == "teardown":
+            return
+        self.results[report.nodeid] = CaseResult(
+            spec=case_id,
+            family=props.get("family", self.families.get(case_id, case_id.split("/")[0])),
+            backend=backend,
+            outcome=outcome,
+            message=message,
+            duration=round(float(getattr(report, "duration", 0.0)), 6),
+        )
+
+    @staticmethod
+    def _outcome(report: pytest.TestReport, props: dict) -> Optional[str]:
+        xfail = hasattr(report, "wasxfail")
+        if report.when == "call":
+            if report.passed:
+                return "xpassed" if xfail else "passed"
+            if report.skipped:
+                return "xfailed" if xfail else "skipped"
+            return props.get("bnconform_outcome", "failed")
+        if report.when == "setup":
+            if report.skipped:
+                return "xfailed" if xfail else "skipped"
+            return "error" if report.failed else None
+        return "error" if report.failed else None  # teardown
+
+    def build_report(self) -> RunReport:
+        backends = []
+        for name, backend in self.config.stash[BACKENDS_KEY]:
+            try:
+                version = backend.version()
+            except Exception as exc:  # a broken backend's version must not lose the report
+                version = f"unknown ({type(exc).__name__})"
+            try:
+                unavailable = unavailable_reason(backend)
+            except Exception as exc:
+                unavailable = f"{type(exc).__name__}: {exc}"
+            backends.append(BackendInfo(name, version, sorted(backend.capabilities.provides()), unavailable))
+        order = {c.id: i for i, c in enumerate(self.config.stash[CASES_KEY])}
+        names = [n for n, _ in self.config.stash[BACKENDS_KEY]]
+        results = sorted(self.results.values(), key=lambda r: (order.get(r.spec, 1 << 30), names.index(r.backend) if r.backend in names else 99))
+        return RunReport(
+            suite_version=runners.__version__,
+            backends=backends,
+            results=results,
+            wall_time_s=round(time.perf_counter() - self.start, 2),
+        )
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.report = self.build_report()
+        self.paths = write_all(self.report, self.out_dir)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:  # type: ignore[no-untyped-def]
+        if self.report is None:
+            return
+        terminalreporter.write_sep("=", "bnconform conformance")
+        terminalreporter.write_line(terminal_summary(self.report))
+        for p in self.paths:
+            terminalreporter.write_line(f"wrote {p}")

@@ -1,0 +1,70 @@
+"""The backend protocol: what bnconform needs from a BatchNorm implementation.
+
+It mirrors `nn.BatchNorm{1,2,3}d` so that any implementation can be driven step by step.
+Arrays cross the boundary as NumPy arrays of the case dtype; an absent parameter or buffer
+is None. `docs/backends.md` is the guide for authors; keep the two in step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Protocol, runtime_checkable
+
+import numpy as np
+
+from cases.schema import ModuleConfig
+
+__all__ = ["Array", "BackendUnavailable", "Capabilities", "ModuleConfig", "BatchNormModule", "Backend"]
+
+Array = np.ndarray
+
+
+class BackendUnavailable(Exception):
+    """Raised by a backend that cannot run on this machine (its reason becomes the skip reason)."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can run. A case needing anything else is skipped, naming what is missing."""
+
+    dims: frozenset[int] = frozenset({1, 2, 3})
+    dtypes: frozenset[str] = frozenset({"float32", "float64"})
+    features: frozenset[str] = field(default_factory=frozenset)
+
+    def provides(self) -> set[str]:
+        return {f"dim={d}" for d in self.dims} | {f"dtype={t}" for t in self.dtypes} | set(self.features)
+
+
+@runtime_checkable
+class BatchNormModule(Protocol):
+    """One module instance, built from a ModuleConfig (already in training mode)."""
+
+    def train(self) -> None: ...
+    def eval(self) -> None: ...
+    def set_attribute(self, name: str, value: object) -> None:
+        """Assign `track_running_stats` or `momentum` (in the config's convention)."""
+    def forward(self, x: Array) -> Array: ...
+    def backward(self, grad_output: Array) -> dict[str, Optional[Array]]:
+        """Grads of the last forward's output: keys input, weight, bias (None where absent
+        or requires_grad is off). Grads of this call only; no accumulation."""
+    def get(self, name: str) -> Optional[Array | int]:
+        """weight, bias, running_mean, running_var (arrays) or num_batches_tracked (int); None if absent."""
+    def assign(self, name: str, value: Array | int) -> None:
+        """Overwrite a parameter or buffer in place (spec `init`)."""
+    def state_dict(self) -> dict[str, Array]:
+        """Names that are not None, in nn.BatchNorm's order; num_batches_tracked as an int64 0-d array."""
+    def load_state_dict(self, state: dict[str, Array], strict: bool = True) -> None: ...
+    def reset_running_stats(self) -> None: ...
+    def reset_parameters(self) -> None: ...
+    def set_requires_grad(self, name: str, flag: bool) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    def version(self) -> str:
+        """Version of what is under test (package version, build id...)."""
+
+    def create(self, config: ModuleConfig) -> BatchNormModule:
+        """A fresh module; raise BackendUnavailable if this machine cannot run it."""

@@ -1,0 +1,104 @@
+"""Report writers: conformance.json, conformance.md and the terminal summary, from one RunReport."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tabulate import tabulate
+
+from runners.results import OUTCOMES, RunReport
+
+CELL = {
+    "passed": "pass",
+    "failed": "**FAIL**",
+    "error": "**ERROR**",
+    "skipped": "skip",
+    "xfailed": "xfail",
+    "xpassed": "**XPASS**",
+}
+
+
+def write_json(report: RunReport, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def markdown(report: RunReport) -> str:
+    backends = report.backend_names()
+    lines = [
+        "# BatchNorm conformance matrix",
+        "",
+        f"bnconform {report.suite_version}, {report.created}, Python {report.python} on {report.platform}; "
+        f"wall time {report.wall_time_s:.1f} s.",
+        "",
+        tabulate(
+            [[b.name, b.version, b.unavailable or "yes"] for b in report.backends],
+            headers=["backend", "version", "available"],
+            tablefmt="github",
+        ),
+        "",
+        "## Summary per family",
+        "",
+    ]
+    header = ["family", "cases"] + [f"{b} pass/fail/skip" for b in backends]
+    rows = []
+    for fam in report.families() + [None]:
+        cases = {r.spec for r in report.results if fam is None or r.family == fam}
+        row = [fam or "**total**", len(cases)]
+        for b in backends:
+            c = report.counts(b, fam)
+            extra = "".join(f", {c[o]} {o}" for o in ("error", "xfailed", "xpassed") if c[o])
+            row.append(f"{c['passed']}/{c['failed']}/{c['skipped']}{extra}")
+        rows.append(row)
+    lines += [tabulate(rows, headers=header, tablefmt="github"), ""]
+
+    by_cell = {(r.spec, r.backend): r for r in report.results}
+    for fam in report.families():
+        lines += [f"## {fam}", ""]
+        specs = list(dict.fromkeys(r.spec for r in report.results if r.family == fam))
+        table = [[f"`{s}`"] + [CELL.get(by_cell[(s, b)].outcome, "") if (s, b) in by_cell else "" for b in backends] for s in specs]
+        lines += [tabulate(table, headers=["case"] + backends, tablefmt="github"), ""]
+
+    problems = [r for r in report.results if r.outcome in ("failed", "error", "xpassed")]
+    if problems:
+        lines += ["## Failures", ""]
+        for r in problems:
+            lines += [f"### `{r.spec}` on {r.backend}: {r.outcome}", "", "```", r.message.strip(), "```", ""]
+    skips: dict[tuple[str, str], int] = {}
+    for r in report.results:
+        if r.outcome == "skipped":
+            key = (r.backend, _first_line(r.message))
+            skips[key] = skips.get(key, 0) + 1
+    if skips:
+        lines += ["## Skip reasons", ""]
+        lines += [tabulate([[b, n, why] for (b, why), n in skips.items()], headers=["backend", "cases", "reason"], tablefmt="github"), ""]
+    return "\n".join(lines)
+
+
+def write_markdown(report: RunReport, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown(report), encoding="utf-8")
+    return path
+
+
+def terminal_summary(report: RunReport) -> str:
+    rows = []
+    for b in report.backend_names():
+        c = report.counts(b)
+        rows.append([b] + [c[o] for o in OUTCOMES])
+    verdict = "FAILED" if report.failed() else "OK"
+    cases = len({r.spec for r in report.results})
+    return (
+        f"bnconform: {cases} cases x {len(report.backend_names())} backends, {report.wall_time_s:.1f} s -> {verdict}\n"
+        + tabulate(rows, headers=["backend"] + list(OUTCOMES), tablefmt="simple")
+    )
+
+
+def write_all(report: RunReport, out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    return [write_json(report, out_dir / "conformance.json"), write_markdown(report, out_dir / "conformance.md")]

@@ -1,0 +1,82 @@
+"""The one result model every report writer reads: a run's metadata and its case x backend results."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+FAILING = ("failed", "error", "xpassed")
+
+
+@dataclass
+class CaseResult:
+    spec: str  # case id, e.g. momentum/cumulative_average[dim=2]
+    family: str
+    backend: str
+    outcome: str  # one of OUTCOMES
+    message: str = ""
+    duration: float = 0.0
+
+
+@dataclass
+class BackendInfo:
+    name: str
+    version: str
+    capabilities: list[str]
+    unavailable: str | None = None
+
+
+@dataclass
+class RunReport:
+    suite_version: str
+    backends: list[BackendInfo]
+    results: list[CaseResult] = field(default_factory=list)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    python: str = field(default_factory=platform.python_version)
+    platform: str = field(default_factory=platform.platform)
+    wall_time_s: float = 0.0
+
+    def families(self) -> list[str]:
+        """Families in first-seen order (spec files are read in name order)."""
+        return list(dict.fromkeys(r.family for r in self.results))
+
+    def backend_names(self) -> list[str]:
+        names = [b.name for b in self.backends]
+        names += [r.backend for r in self.results if r.backend not in names]
+        return list(dict.fromkeys(names))
+
+    def counts(self, backend: str | None = None, family: str | None = None) -> dict[str, int]:
+        out = {o: 0 for o in OUTCOMES}
+        for r in self.results:
+            if (backend is None or r.backend == backend) and (family is None or r.family == family):
+                out[r.outcome] += 1
+        return out
+
+    def failed(self) -> bool:
+        return any(r.outcome in FAILING for r in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["suite"] = "bnconform"
+        data["summary"] = {b: self.counts(b) for b in self.backend_names()}
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunReport":
+        return cls(
+            suite_version=data["suite_version"],
+            backends=[BackendInfo(**b) for b in data["backends"]],
+            results=[CaseResult(**r) for r in data["results"]],
+            created=data.get("created", ""),
+            python=data.get("python", ""),
+            platform=data.get("platform", ""),
+            wall_time_s=data.get("wall_time_s", 0.0),
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> "RunReport":
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,0 +1,26 @@
+"""Deliberately broken NumPy backends, one realistic bug each, to prove the suite catches them.
+
+Each is the real NumpyBackend with one kernel method replaced; load one with
+`--backend tests.mutants:NAME` from the repository root.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from runners.backends.numpy_backend import NumpyBackend, NumpyKernel, _axes
+
+
+class _BiasedRunningVar(NumpyKernel):
+    def unbiased(self, var, n):  # Bessel's correction forgotten
+        return var
+
+
+class _OnePassVariance(NumpyKernel):
+    def batch_stats(self, x):  # E[x^2] - E[x]^2 in the input dtype: cancels catastrophically
+        mean = x.mean(axis=_axes(x), dtype=x.dtype)
+        var = (x * x).mean(axis=_axes(x), dtype=x.dtype) - mean * mean
+        return mean.astype(np.float64), var.astype(np.float64)
+
+
+biased_running_var = NumpyBackend(_BiasedRunningVar(), name="numpy-biased-running-var")
+one_pass_variance = NumpyBackend(_OnePassVariance(), name="numpy-one-pass-variance")
