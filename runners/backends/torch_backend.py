@@ -92,7 +92,13 @@ class TorchModule:
         return {k: v.detach().cpu().numpy().copy() for k, v in self.m.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, Array], strict: bool = True) -> None:
-        self.m.load_state_dict({k: self.torch.as_tensor(np.asarray(v)) for k, v in state.items()}, strict=strict)
+        from collections import OrderedDict
+
+        sd = OrderedDict((k, self.torch.as_tensor(np.asarray(v))) for k, v in state.items())
+        # Protocol dicts are current-version ones: without this metadata torch would take the
+        # dict for a pre-num_batches_tracked one and fill the missing counter in.
+        sd._metadata = OrderedDict({"": {"version": type(self.m)._version}})  # type: ignore[attr-defined]
+        self.m.load_state_dict(sd, strict=strict)
 
     def reset_running_stats(self) -> None:
         self.m.reset_running_stats()
