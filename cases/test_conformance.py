@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from runners.execute import run_case
+from runners.execute import run_case, tolerance_label
 
 
 def test_conformance(conformance_cell, record_property) -> None:
@@ -11,6 +11,7 @@ def test_conformance(conformance_cell, record_property) -> None:
     record_property("case", case.id)
     record_property("family", case.family)
     record_property("backend", backend_name)
+    record_property("tolerance", tolerance_label(case))
     result = run_case(case, backend, backend_name)
     record_property("bnconform_outcome", result.outcome)
     record_property("bnconform_message", result.message)

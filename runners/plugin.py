@@ -112,6 +112,7 @@ class ResultCollector:
             outcome=outcome,
             message=message,
             duration=round(float(getattr(report, "duration", 0.0)), 6),
+            tolerance=props.get("tolerance", ""),
         )
 
     @staticmethod

@@ -20,6 +20,7 @@ class CaseResult:
     outcome: str  # one of OUTCOMES
     message: str = ""
     duration: float = 0.0
+    tolerance: str = ""  # e.g. "rtol=0.0001 atol=1e-05 (float32)"
 
 
 @dataclass

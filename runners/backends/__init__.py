@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable, Optional
 
+from cases.requirements import FEATURES
 from runners.protocol import Backend, Capabilities, ModuleConfig
 
 
@@ -38,7 +39,8 @@ class BrokenBackend:
     def __init__(self, name: str, error: str) -> None:
         self.name = name
         self.error = error
-        self.capabilities = Capabilities()
+        # Declares everything, so that every cell reaches create() and errors, none is skipped.
+        self.capabilities = Capabilities(features=frozenset(FEATURES))
 
     def version(self) -> str:
         return "unknown (failed to load)"

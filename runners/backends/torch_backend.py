@@ -13,6 +13,7 @@ FEATURES = frozenset(
         "toggle_track_running_stats",
         "set_momentum",
         "momentum_none",
+        "momentum_decay",
         "state_dict",
         "reset",
         "requires_grad",
@@ -29,11 +30,12 @@ class TorchModule:
         self.torch = torch
         self.device = device
         self.dtype = getattr(torch, config.dtype)
+        self.decay = config.momentum_convention == "decay"
         cls = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[config.dim]
         self.m = cls(
             config.num_features,
             eps=config.eps,
-            momentum=config.momentum,
+            momentum=self._torch_momentum(config.momentum),
             affine=config.affine,
             track_running_stats=config.track_running_stats,
             device=device,
@@ -55,7 +57,15 @@ class TorchModule:
     def eval(self) -> None:
         self.m.eval()
 
+    def _torch_momentum(self, m: Optional[float]) -> Optional[float]:
+        """A decay-convention momentum (weight of the old value) as torch's 1 - m."""
+        if m is None or not self.decay:
+            return m
+        return 1.0 - m
+
     def set_attribute(self, name: str, value: object) -> None:
+        if name == "momentum":
+            value = self._torch_momentum(value)  # type: ignore[arg-type]
         setattr(self.m, name, value)
 
     def forward(self, x: Array) -> Array:

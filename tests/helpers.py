@@ -1,0 +1,26 @@
+"""Shared helpers for the suite's own tests."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bnconform(*args: str, out: Path, timeout: int = 600) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """Run `bnconform run ...` as a user would (a fresh process from the repository root)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "runners.cli", "run", "--out", str(out), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+    report = out / "conformance.json"
+    return proc, json.loads(report.read_text()) if report.exists() else None
+
+
+def write_spec(directory: Path, name: str, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,70 @@
+"""Case execution: skips name what is missing, failures say where, a broken backend only fails itself."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from cases.loader import BUILTIN_SPECS, load_cases
+from runners.backends import BrokenBackend
+from runners.backends.kernel_module import kernel_capabilities
+from runners.backends.numpy_backend import NumpyBackend
+from runners.execute import run_case
+from tests import mutants
+
+CASES = {c.id: c for c in load_cases([BUILTIN_SPECS])}
+
+
+def test_missing_capability_is_a_skip_with_reason() -> None:
+    backend = NumpyBackend()
+    backend.capabilities = replace(kernel_capabilities(backward=False), dims=frozenset({2}))
+    result = run_case(CASES["gradients/train_golden"], backend)
+    assert result.outcome == "skipped"
+    assert "backward" in result.message and "dim=1" in result.message
+
+
+def test_failure_names_quantity_step_errors_and_reproducer() -> None:
+    result = run_case(CASES["bessel/nc_golden"], mutants.biased_running_var, "numpy-biased")
+    assert result.outcome == "failed"
+    msg = result.message
+    assert "running_var differs after step 1 (forward)" in msg
+    assert "max abs error" in msg and "rtol" in msg and "first differing index (0,)" in msg
+    assert "expected 4.66666" in msg and "actual 3.5" in msg
+    assert "reproduce: bnconform run --backend numpy-biased --case bessel/nc_golden" in msg
+
+
+def test_broken_backend_errors_its_cell() -> None:
+    result = run_case(CASES["conditions/train_tracked_golden"], BrokenBackend("bad", "ImportError: nope"))
+    assert result.outcome == "error" and "ImportError: nope" in result.message
+
+
+class _Raises(NumpyBackend):
+    def create(self, config):  # type: ignore[no-untyped-def]
+        module = super().create(config)
+
+        def forward(x):  # type: ignore[no-untyped-def]
+            raise ZeroDivisionError("kernel bug")
+
+        module.forward = forward
+        return module
+
+
+def test_unexpected_exception_is_a_failure_with_its_traceback() -> None:
+    result = run_case(CASES["conditions/train_tracked_golden"], _Raises())
+    assert result.outcome == "failed"
+    assert "ZeroDivisionError: kernel bug" in result.message and "where the reference does not raise" in result.message
+
+
+def test_missing_exception_is_a_failure() -> None:
+    result = run_case(CASES["errors/one_value_training_golden"], mutants.no_batch_size_check)
+    assert result.outcome == "failed" and "nothing was raised" in result.message
+
+
+def test_spec_contradicting_the_reference_is_an_error() -> None:
+    case = CASES["errors/one_value_eval_with_buffers_golden"]
+    inconsistent = replace(case, config=case.config.model_copy(update={"training": True}))
+    result = run_case(inconsistent, NumpyBackend())
+    assert result.outcome == "error" and "spec error" in result.message and "reference raises ValueError" in result.message
+
+
+def test_reference_backends_pass_golden_cases() -> None:
+    for case_id in ("momentum/cumulative_golden", "toggling/flip_tracking_off_golden", "gradients/train_golden"):
+        assert run_case(CASES[case_id], NumpyBackend()).outcome == "passed", case_id
