@@ -103,3 +103,15 @@ def test_golden_specs_have_derivation_comments() -> None:
         text = path.read_text()
         if "_golden" in text:
             assert sum(line.lstrip().startswith("#") for line in text.splitlines()) >= 3, path.name
+
+
+def test_worked_example_in_the_docs_loads_and_passes(tmp_path: Path) -> None:
+    """docs/spec-format.md's complete example is a real spec: it loads and passes on numpy."""
+    from runners.backends.numpy_backend import NumpyBackend
+    from runners.execute import run_case
+
+    doc = (BUILTIN_SPECS.parent / "docs" / "spec-format.md").read_text()
+    example = doc.split("```yaml", 1)[1].split("```", 1)[0]
+    cases = load_file(write_spec(tmp_path, "example.yaml", example))
+    assert len(cases) == 7
+    assert all(run_case(c, NumpyBackend()).outcome == "passed" for c in cases)
