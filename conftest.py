@@ -5,13 +5,9 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from runners import plugin
-
-pytest_plugins: list[str] = []
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

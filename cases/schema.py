@@ -11,7 +11,6 @@ from typing import Any, Literal, Optional, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DTYPES = ("float32", "float64")
 QUANTITIES = (
     "output",
     "running_mean",
@@ -82,9 +81,6 @@ def _check_literal_array(v: Any) -> Any:
             raise ValueError("not a rectangular array of numbers")
         return v
     raise ValueError("expected a number, a (nested) list of numbers, or {random: {...}}")
-
-
-ArraySource = Union[Generated, Any]
 
 
 def _validate_source(v: Any) -> Any:

@@ -7,6 +7,7 @@ spec errors.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -53,7 +54,16 @@ def _pytest_args(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def _importable_from_cwd() -> None:
+    """`--backend pkg.module:attr` resolves from the current directory, here and in xdist workers."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (cwd, os.environ.get("PYTHONPATH", "")) if p)
+
+
 def run(args: argparse.Namespace) -> int:
+    _importable_from_cwd()
     try:  # fail fast, before pytest starts, on what the user typed
         load_cases([BUILTIN_SPECS] + [Path(d) for d in args.specs])
         for name in args.backend:

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from cases.inputs import materialize
+from cases.loader import BUILTIN_SPECS
 from cases.model import Case
 from cases.oracle import Oracle, OracleError
 from cases.schema import QUANTITIES, Step
@@ -37,7 +38,11 @@ class Outcome:
 
 
 def reproduce_command(case: Case, backend_name: str) -> str:
-    return f"bnconform run --backend {shlex.quote(backend_name)} --case {shlex.quote(case.id)}"
+    """The one command that reruns this case on this backend (with its spec dir if not built in)."""
+    parts = ["bnconform", "run", "--backend", backend_name]
+    if case.source.parent.resolve() != BUILTIN_SPECS.resolve():
+        parts += ["--specs", str(case.source.parent)]
+    return shlex.join(parts + ["--case", case.id])
 
 
 class _SpecInconsistent(Exception):

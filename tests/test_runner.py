@@ -68,3 +68,24 @@ def test_spec_contradicting_the_reference_is_an_error() -> None:
 def test_reference_backends_pass_golden_cases() -> None:
     for case_id in ("momentum/cumulative_golden", "toggling/flip_tracking_off_golden", "gradients/train_golden"):
         assert run_case(CASES[case_id], NumpyBackend()).outcome == "passed", case_id
+
+
+def test_torch_cuda_without_cuda_is_skipped_with_reason() -> None:
+    import pytest
+    import torch
+
+    from runners.backends.torch_backend import TorchBackend
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: torch-cuda runs for real")
+    result = run_case(CASES["conditions/train_tracked_golden"], TorchBackend("cuda"), "torch-cuda")
+    assert result.outcome == "skipped" and "CUDA is not available" in result.message
+
+
+def test_reproducer_names_private_spec_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from runners.execute import reproduce_command
+
+    case = CASES["bessel/nc_golden"]
+    assert reproduce_command(case, "numpy") == "bnconform run --backend numpy --case bessel/nc_golden"
+    private = replace(case, source=tmp_path / "mine.yaml")
+    assert f"--specs {tmp_path}" in reproduce_command(private, "numpy")
