@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="torch, torch-cuda, numpy or package.module:attr (repeatable; default: built-ins available here)")
     run.add_argument("--specs", action="append", default=[], metavar="DIR", help="extra spec directory (repeatable)")
     run.add_argument("--case", action="append", default=[], metavar="ID", help="only this case id or glob (repeatable)")
+    run.add_argument("--exclude", action="append", default=[], metavar="ID", help="leave out this case id or glob (repeatable)")
     run.add_argument("--family", action="append", default=[], metavar="NAME", help="only this family (repeatable)")
     run.add_argument("--out", default="reports", metavar="DIR", help="report directory (default: reports)")
     run.add_argument("-n", "--workers", default="0", metavar="N",
@@ -48,7 +49,7 @@ def _pytest_args(args: argparse.Namespace) -> list[str]:
     ]
     if args.workers not in ("0", ""):
         out += ["-n", args.workers]
-    for flag in ("backend", "specs", "case", "family"):
+    for flag in ("backend", "specs", "case", "exclude", "family"):
         for value in getattr(args, flag):
             out += [f"--{flag}", str(Path(value).resolve()) if flag == "specs" else value]
     return out

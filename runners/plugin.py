@@ -34,19 +34,27 @@ def add_options(parser: pytest.Parser) -> None:
                     help="extra spec directory, added to the built-in specs/ (repeatable)")
     group.addoption("--case", action="append", default=[], metavar="ID",
                     help="run only cases whose id equals ID or matches it as a glob (repeatable)")
+    group.addoption("--exclude", action="append", default=[], metavar="ID",
+                    help="leave out cases whose id equals ID or matches it as a glob (repeatable)")
     group.addoption("--family", action="append", default=[], metavar="NAME",
                     help="run only this family (repeatable)")
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="write conformance.json and conformance.md here at the end of the run")
 
 
-def _selected(cases: list[Case], patterns: list[str], families: list[str]) -> list[Case]:
+def _matches(case_id: str, patterns: list[str]) -> bool:
+    return any(case_id == p or fnmatch.fnmatchcase(case_id, p) for p in patterns)
+
+
+def _selected(cases: list[Case], include: list[str], exclude: list[str], families: list[str]) -> list[Case]:
+    """Cases of the families (all if none), matching an include pattern (all if none), minus excludes."""
+
     def wanted(case: Case) -> bool:
         if families and case.family not in families:
             return False
-        if patterns:
-            return any(case.id == p or fnmatch.fnmatchcase(case.id, p) for p in patterns)
-        return True
+        if include and not _matches(case.id, include):
+            return False
+        return not _matches(case.id, exclude)
 
     return [c for c in cases if wanted(c)]
 
@@ -57,7 +65,9 @@ def configure(config: pytest.Config) -> None:
         cases = load_cases(dirs)
     except SpecError as exc:
         raise pytest.UsageError(f"spec error: {exc}") from None
-    config.stash[CASES_KEY] = _selected(cases, config.getoption("case"), config.getoption("family"))
+    config.stash[CASES_KEY] = _selected(
+        cases, config.getoption("case"), config.getoption("exclude"), config.getoption("family")
+    )
     names = config.getoption("backend") or default_backends()
     try:
         config.stash[BACKENDS_KEY] = [(name, resolve(name)) for name in dict.fromkeys(names)]

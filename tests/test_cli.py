@@ -84,6 +84,13 @@ def test_broken_backend_fails_only_its_own_cells(tmp_path: Path) -> None:
     assert broken and all(r["outcome"] == "error" and "ModuleNotFoundError" in r["message"] for r in broken)
 
 
+def test_include_and_exclude_patterns(tmp_path: Path) -> None:
+    proc, report = bnconform("--backend", "numpy", "--case", "bessel/*", "--exclude", "bessel/*_golden", out=tmp_path)
+    assert proc.returncode == 0
+    ids = set(outcomes(report, "numpy"))
+    assert ids and all(i.startswith("bessel/") and "_golden" not in i for i in ids)
+
+
 def test_private_specs_and_case_selection(tmp_path: Path) -> None:
     write_spec(tmp_path / "specs", "private.yaml", PRIVATE_SPEC)
     proc, report = bnconform("--backend", "numpy", "--specs", str(tmp_path / "specs"),
