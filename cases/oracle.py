@@ -63,8 +63,6 @@ class Oracle:
         self.running_mean = np.zeros(c) if tracked else None
         self.running_var = np.ones(c) if tracked else None
         self.num_batches_tracked: Optional[int] = 0 if tracked else None
-        self.output: Optional[np.ndarray] = None
-        self.grads: dict[str, Optional[np.ndarray]] = {}
         self._saved: Optional[_Saved] = None
 
     # -- attributes -------------------------------------------------------------------
@@ -74,7 +72,13 @@ class Oracle:
             return None
         return 1.0 - m if self.decay_convention else m
 
-    def set(self, name: str, value: object) -> None:
+    def train(self) -> None:
+        self.training = True
+
+    def eval(self) -> None:
+        self.training = False
+
+    def set_attribute(self, name: str, value: object) -> None:
         if name == "momentum":
             self.momentum = self._torch_momentum(value)  # type: ignore[arg-type]
         elif name == "track_running_stats":
@@ -83,17 +87,13 @@ class Oracle:
             raise ValueError(name)
 
     def get(self, name: str) -> object:
-        if name == "output":
-            return self.output
-        if name.startswith("grad_"):
-            return self.grads.get(name[5:])
         return getattr(self, name)
 
     def assign(self, name: str, value: np.ndarray | int) -> None:
         if getattr(self, name) is None:
             raise OracleError("AttributeError", f"{name} is None")
         if name == "num_batches_tracked":
-            self.num_batches_tracked = int(value)
+            self.num_batches_tracked = int(np.asarray(value))
         else:
             setattr(self, name, np.asarray(value, dtype=np.float64).reshape(self.num_features))
 
@@ -146,8 +146,6 @@ class Oracle:
         invstd = 1.0 / np.sqrt(var + self.eps)  # eps inside the square root
         y = (x - mean.reshape(shape)) * invstd.reshape(shape) * w.reshape(shape) + b.reshape(shape)
         self._saved = _Saved(x=x, mean=mean, var=var, batch_stats=batch_stats, eps=self.eps)
-        self.output = y
-        self.grads = {}
         return y
 
     # -- the backward call ------------------------------------------------------------
@@ -171,13 +169,12 @@ class Oracle:
             )
         else:
             dx = dy * (g * invstd).reshape(shape)
-        self.grads = {
+        self._saved = None  # one backward per forward, as autograd without retain_graph
+        return {
             "input": dx,
             "weight": sum_dy_xhat if self.weight is not None and self.requires_grad["weight"] else None,
             "bias": sum_dy if self.bias is not None and self.requires_grad["bias"] else None,
         }
-        self._saved = None  # one backward per forward, as autograd without retain_graph
-        return self.grads
 
     # -- state ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray | int]:

@@ -62,77 +62,47 @@ def _is_type(exc: BaseException, name: str) -> bool:
 
 
 class _Run:
-    """State of one case run: the module, the oracle, the last output and grads of each."""
+    """State of one case run: the module and the oracle, driven by the same steps.
+
+    The oracle follows the module protocol too (in float64 internally), so one dispatch
+    serves both sides; each side keeps what its steps made observable and what it saved.
+    """
 
     def __init__(self, case: Case, module: Any) -> None:
         self.case = case
         self.cfg = case.config
-        self.module = module
-        self.oracle = Oracle(case.config)
-        self.observed: dict[str, Any] = {}
-        self.saved_module: dict[str, dict] = {}
-        self.saved_oracle: dict[str, dict] = {}
+        self.sides = {"module": module, "oracle": Oracle(case.config)}
+        self.observed: dict[str, dict[str, Any]] = {"module": {}, "oracle": {}}
+        self.saved: dict[str, dict[str, dict]] = {"module": {}, "oracle": {}}
 
     def array(self, source: Any) -> np.ndarray:
         return materialize(source, self.cfg.dim, self.cfg.dtype)
 
-    # -- one action on each side ------------------------------------------------------
-    def on_oracle(self, step: Step) -> None:
-        o, args = self.oracle, step.args
-        act = step.action
-        if act == "train":
-            o.training = True
-        elif act == "eval":
-            o.training = False
+    def apply(self, step: Step, side: str) -> None:
+        """Perform one step on the module or the oracle."""
+        target, args, act = self.sides[side], step.args, step.action
+        observed = self.observed[side]
+        if act in ("train", "eval", "reset_running_stats", "reset_parameters"):
+            getattr(target, act)()
         elif act == "set":
             for k, v in args.values.items():
-                o.set(k, v)
+                target.set_attribute(k, v)
         elif act == "forward":
-            o.forward(self.array(args.input).astype(np.float64))
+            observed.clear()
+            observed["output"] = target.forward(self.array(args.input))
         elif act == "backward":
-            o.backward(self.array(args.grad).astype(np.float64))
+            grads = target.backward(self.array(args.grad))
+            observed.update({f"grad_{k}": v for k, v in grads.items()})
         elif act == "state_dict":
-            self.saved_oracle[args.save_as] = o.state_dict()
+            self.saved[side][args.save_as] = target.state_dict()
         elif act == "load_state_dict":
-            o.load_state_dict(self._load_values(args, self.saved_oracle, for_oracle=True), args.strict)
-        elif act == "reset_running_stats":
-            o.reset_running_stats()
-        elif act == "reset_parameters":
-            o.reset_parameters()
+            target.load_state_dict(self._load_values(args, self.saved[side]), strict=args.strict)
         elif act == "requires_grad":
             for k in ("weight", "bias"):
                 if getattr(args, k) is not None:
-                    o.set_requires_grad(k, getattr(args, k))
+                    target.set_requires_grad(k, getattr(args, k))
 
-    def on_module(self, step: Step) -> None:
-        m, args = self.module, step.args
-        act = step.action
-        if act == "train":
-            m.train()
-        elif act == "eval":
-            m.eval()
-        elif act == "set":
-            for k, v in args.values.items():
-                m.set_attribute(k, v)
-        elif act == "forward":
-            self.observed = {"output": m.forward(self.array(args.input))}
-        elif act == "backward":
-            grads = m.backward(self.array(args.grad))
-            self.observed.update({f"grad_{k}": v for k, v in grads.items()})
-        elif act == "state_dict":
-            self.saved_module[args.save_as] = m.state_dict()
-        elif act == "load_state_dict":
-            m.load_state_dict(self._load_values(args, self.saved_module, for_oracle=False), strict=args.strict)
-        elif act == "reset_running_stats":
-            m.reset_running_stats()
-        elif act == "reset_parameters":
-            m.reset_parameters()
-        elif act == "requires_grad":
-            for k in ("weight", "bias"):
-                if getattr(args, k) is not None:
-                    m.set_requires_grad(k, getattr(args, k))
-
-    def _load_values(self, args: Any, saved: dict[str, dict], for_oracle: bool) -> dict[str, Any]:
+    def _load_values(self, args: Any, saved: dict[str, dict]) -> dict[str, Any]:
         values: dict[str, Any] = {}
         if args.from_ is not None:
             if args.from_ not in saved:
@@ -140,24 +110,18 @@ class _Run:
             values.update({k: v for k, v in saved[args.from_].items() if k not in args.drop})
         for k, v in args.values.items():
             if k == "num_batches_tracked":
-                values[k] = int(v) if for_oracle else np.asarray(int(v), dtype=np.int64)
+                values[k] = np.asarray(int(v), dtype=np.int64)
             else:
-                arr = np.asarray(v, dtype=np.float64).astype(self.cfg.dtype)
-                values[k] = arr.astype(np.float64) if for_oracle else arr
+                values[k] = np.asarray(v, dtype=np.float64).astype(self.cfg.dtype)
         return values
 
     # -- expectations -----------------------------------------------------------------
-    def actual(self, quantity: str) -> Any:
-        if quantity in self.observed:
-            return self.observed[quantity]
-        if quantity in ("output",) or quantity.startswith("grad_"):
+    def value(self, side: str, quantity: str) -> Any:
+        if quantity in self.observed[side]:
+            return self.observed[side][quantity]
+        if quantity == "output" or quantity.startswith("grad_"):
             raise _SpecInconsistent(f"expects {quantity} but no step produced it")
-        return self.module.get(quantity)
-
-    def expected(self, quantity: str, value: Any) -> tuple[Any, str]:
-        if value == "oracle":
-            return self.oracle.get(quantity), "oracle"
-        return value, "golden"
+        return self.sides[side].get(quantity)
 
     def check(self, step: Step, index: int) -> Optional[str]:
         exp = step.expect
@@ -172,12 +136,13 @@ class _Run:
         for q in QUANTITIES:
             if q not in wanted:
                 continue
-            expected, source = self.expected(q, wanted[q])
-            diff = mismatch(q, expected, self.actual(q), tol)
+            source = "oracle" if wanted[q] == "oracle" else "golden"
+            expected = self.value("oracle", q) if source == "oracle" else wanted[q]
+            diff = mismatch(q, expected, self.value("module", q), tol)
             if diff:
                 problems.append(f"{q} differs after {_describe(step, index)} [expected: {source}, {self.cfg.dtype}]\n  {diff}")
         if exp.state_dict_keys is not None:
-            keys = list(self.module.state_dict().keys())
+            keys = list(self.sides["module"].state_dict().keys())
             if keys != list(exp.state_dict_keys):
                 problems.append(
                     f"state_dict keys differ after {_describe(step, index)}: expected {exp.state_dict_keys}, got {keys}"
@@ -187,14 +152,12 @@ class _Run:
 
 def _init(run: _Run) -> None:
     for name, source in run.case.init.items():
-        if name == "num_batches_tracked":
-            value = int(np.asarray(source).item())
-            run.oracle.assign(name, value)
-            run.module.assign(name, value)
-        else:
-            arr = run.array(source)
-            run.oracle.assign(name, arr.astype(np.float64))
-            run.module.assign(name, arr)
+        value = int(np.asarray(source).item()) if name == "num_batches_tracked" else run.array(source)
+        try:
+            run.sides["oracle"].assign(name, value)
+        except OracleError as exc:
+            raise _SpecInconsistent(f"init sets {name}, which the reference does not have ({exc})") from None
+        run.sides["module"].assign(name, value)
 
 
 def _error_step(step: Step, index: int, oracle_exc: Optional[OracleError], module_exc: Optional[BaseException]) -> Optional[str]:
@@ -235,6 +198,8 @@ def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None) -
     try:
         try:
             _init(run)
+        except _SpecInconsistent:
+            raise
         except Exception as exc:
             return Outcome("error", f"{name} could not set the initial values: {_exception_text(exc)}\n{repro}")
         steps = list(case.steps)
@@ -246,11 +211,11 @@ def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None) -
             oracle_exc: Optional[OracleError] = None
             module_exc: Optional[BaseException] = None
             try:
-                run.on_oracle(step)
+                run.apply(step, "oracle")
             except OracleError as exc:
                 oracle_exc = exc
             try:
-                run.on_module(step)
+                run.apply(step, "module")
             except _SpecInconsistent:
                 raise
             except Exception as exc:  # the backend's own failure

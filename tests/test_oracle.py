@@ -35,7 +35,7 @@ def test_cumulative_average_discards_initial_var() -> None:
 def test_flip_off_keeps_and_uses_buffers() -> None:
     o = oracle()
     o.forward(G)
-    o.set("track_running_stats", False)
+    o.set_attribute("track_running_stats", False)
     o.forward(G)
     assert o.num_batches_tracked == 1 and o.running_mean == pytest.approx([0.2, 0.4])
     o.reset_running_stats()
