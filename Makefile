@@ -15,7 +15,7 @@ matrix: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(wildcard runners/backends/c/*)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)

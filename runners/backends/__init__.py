@@ -26,7 +26,18 @@ def _numpy() -> Backend:
     return NumpyBackend()
 
 
-BUILTIN: dict[str, Callable[[], Backend]] = {"torch": _torch_cpu, "torch-cuda": _torch_cuda, "numpy": _numpy}
+def _cffi() -> Backend:
+    from runners.backends.cffi_backend import CffiBackend
+
+    return CffiBackend()
+
+
+BUILTIN: dict[str, Callable[[], Backend]] = {
+    "torch": _torch_cpu,
+    "torch-cuda": _torch_cuda,
+    "numpy": _numpy,
+    "cffi": _cffi,
+}
 
 
 class UnknownBackend(Exception):

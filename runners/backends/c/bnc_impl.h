@@ -1,0 +1,291 @@
+/* One dtype's kernels; bnc.c includes this file once per dtype with T and SFX defined.
+ *
+ * Two layouts of work, chosen by S (values per (n, c) plane):
+ *  - plane path (S >= PLANE_MIN): threads take channels; each channel is a run of N
+ *    contiguous planes. Statistics are two-pass inside a plane (it sits in L1/L2 for the
+ *    second pass) and planes are merged with Chan's formula, so x is read from memory
+ *    once for the statistics and once for the output: the minimal traffic.
+ *  - position path (small S, e.g. (N, C) input): threads take blocks of channels and
+ *    accumulate per (c, s) position over n, contiguous in memory, then reduce over s.
+ *    Statistics are an exact two-pass over the channel (the data is small).
+ * All arithmetic on statistics is in double; loops carry `omp simd` so they vectorise
+ * without -ffast-math.
+ */
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SFX)
+
+/* Per-channel mean and biased variance of channel c (plane path). */
+static void FN(plane_stats)(const T *restrict x, int64_t N, int64_t C, int64_t S, int64_t c,
+                            double *mean_out, double *var_out) {
+    double mean = 0.0, m2 = 0.0;
+    int64_t count = 0;
+    for (int64_t n = 0; n < N; ++n) {
+        const T *restrict p = x + (n * C + c) * S;
+        double s = 0.0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = 0; i < S; ++i) s += (double)p[i];
+        const double pm = s / (double)S;
+        double q = 0.0;
+#pragma omp simd reduction(+ : q)
+        for (int64_t i = 0; i < S; ++i) {
+            const double d = (double)p[i] - pm;
+            q += d * d;
+        }
+        const int64_t total = count + S;
+        const double delta = pm - mean;
+        mean += delta * (double)S / (double)total;
+        m2 += q + delta * delta * (double)count * (double)S / (double)total;
+        count = total;
+    }
+    *mean_out = mean;
+    *var_out = count > 0 ? m2 / (double)count : 0.0;
+}
+
+/* Channel sums over positions for channels [c0, c1): acc[(c - c0) * S + s] += f(x). */
+static void FN(block_stats)(const T *restrict x, int64_t N, int64_t C, int64_t S, int64_t c0, int64_t c1,
+                            double *restrict acc, double *restrict mean, double *restrict var) {
+    const int64_t width = (c1 - c0) * S;
+    const double n_total = (double)(N * S);
+    for (int64_t j = 0; j < width; ++j) acc[j] = 0.0;
+    for (int64_t n = 0; n < N; ++n) {
+        const T *restrict row = x + (n * C + c0) * S;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) acc[j] += (double)row[j];
+    }
+    for (int64_t c = c0; c < c1; ++c) {
+        double s = 0.0;
+        for (int64_t i = 0; i < S; ++i) s += acc[(c - c0) * S + i];
+        mean[c] = s / n_total;
+    }
+    for (int64_t j = 0; j < width; ++j) acc[j] = 0.0;
+    for (int64_t n = 0; n < N; ++n) {
+        const T *restrict row = x + (n * C + c0) * S;
+        for (int64_t c = c0; c < c1; ++c) {
+            const double m = mean[c];
+            double *restrict a = acc + (c - c0) * S;
+            const T *restrict r = row + (c - c0) * S;
+#pragma omp simd
+            for (int64_t i = 0; i < S; ++i) {
+                const double d = (double)r[i] - m;
+                a[i] += d * d;
+            }
+        }
+    }
+    for (int64_t c = c0; c < c1; ++c) {
+        double s = 0.0;
+        for (int64_t i = 0; i < S; ++i) s += acc[(c - c0) * S + i];
+        var[c] = s / n_total;
+    }
+}
+
+/* y = x * a[c] + b[c] over the whole tensor (a, b per channel, double). */
+static void FN(affine_map)(const T *restrict x, T *restrict y, int64_t N, int64_t C, int64_t S,
+                           const double *restrict a, const double *restrict b, int nt) {
+    const int64_t planes = N * C;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t pl = 0; pl < planes; ++pl) {
+        const int64_t c = pl % C;
+        const double ac = a[c], bc = b[c];
+        const T *restrict p = x + pl * S;
+        T *restrict q = y + pl * S;
+#pragma omp simd
+        for (int64_t i = 0; i < S; ++i) q[i] = (T)((double)p[i] * ac + bc);
+    }
+}
+
+static void FN(stats_all)(const T *restrict x, int64_t N, int64_t C, int64_t S, double *mean, double *var, int nt) {
+    if (S >= PLANE_MIN) {
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (int64_t c = 0; c < C; ++c) FN(plane_stats)(x, N, C, S, c, &mean[c], &var[c]);
+        return;
+    }
+    const int64_t block = S >= BLOCK_WIDTH ? 1 : BLOCK_WIDTH / S;
+    const int64_t nblocks = (C + block - 1) / block;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        double *acc = (double *)malloc(sizeof(double) * (size_t)(block * S));
+#pragma omp for schedule(static)
+        for (int64_t bi = 0; bi < nblocks; ++bi) {
+            const int64_t c0 = bi * block, c1 = c0 + block < C ? c0 + block : C;
+            if (acc) FN(block_stats)(x, N, C, S, c0, c1, acc, mean, var);
+            else
+                for (int64_t c = c0; c < c1; ++c) FN(plane_stats)(x, N, C, S, c, &mean[c], &var[c]);
+        }
+        free(acc);
+    }
+}
+
+static int FN(check_x)(const void *x, int64_t x_len, const void *y, int64_t y_len, int64_t N, int64_t C, int64_t S) {
+    if (!x || !y) return BN_ERR_NULL;
+    if (N < 0 || C < 0 || S < 0) return BN_ERR_SHAPE;
+    if (C > 0 && S > 0 && N > INT64_MAX / C / S) return BN_ERR_SHAPE;
+    if (x_len != N * C * S || y_len != N * C * S) return BN_ERR_SIZE;
+    return BN_OK;
+}
+
+int FN(bn_forward_train_)(const T *x, int64_t x_len, T *y, int64_t y_len, int64_t N, int64_t C, int64_t S,
+                          const T *weight, const T *bias, T *running_mean, T *running_var, int64_t c_len,
+                          double factor, double eps, double *save_mean, double *save_invstd, int nthreads) {
+    int rc = FN(check_x)(x, x_len, y, y_len, N, C, S);
+    if (rc) return rc;
+    if (!save_mean || !save_invstd) return BN_ERR_NULL;
+    if (c_len != C) return BN_ERR_SIZE;
+    if (!(eps >= 0.0) || eps != eps || eps > 1e300) return BN_ERR_EPS;
+    if (nthreads < 1) return BN_ERR_THREADS;
+    if ((running_mean == NULL) != (running_var == NULL)) return BN_ERR_NULL;
+    const int64_t n = N * S;
+    if (running_mean && n == 1) return BN_ERR_COUNT;
+    if (n == 0) { /* nothing to normalise; statistics undefined, buffers untouched */
+        for (int64_t c = 0; c < C; ++c) save_mean[c] = save_invstd[c] = NAN;
+        return BN_OK;
+    }
+    const int nt = N * C * S < PARALLEL_MIN ? 1 : nthreads;
+    double *var = (double *)malloc(sizeof(double) * (size_t)(3 * C));
+    if (!var) return BN_ERR_NULL;
+    double *a = var + C, *b = var + 2 * C;
+    FN(stats_all)(x, N, C, S, save_mean, var, nt);
+    for (int64_t c = 0; c < C; ++c) {
+        const double invstd = 1.0 / sqrt(var[c] + eps);
+        const double w = weight ? (double)weight[c] : 1.0, bb = bias ? (double)bias[c] : 0.0;
+        save_invstd[c] = invstd;
+        a[c] = w * invstd;
+        b[c] = bb - save_mean[c] * a[c];
+        if (running_mean) {
+            const double unbiased = var[c] * (double)n / (double)(n - 1);
+            running_mean[c] = (T)((1.0 - factor) * (double)running_mean[c] + factor * save_mean[c]);
+            running_var[c] = (T)((1.0 - factor) * (double)running_var[c] + factor * unbiased);
+        }
+    }
+    FN(affine_map)(x, y, N, C, S, a, b, nt);
+    free(var);
+    return BN_OK;
+}
+
+int FN(bn_forward_eval_)(const T *x, int64_t x_len, T *y, int64_t y_len, int64_t N, int64_t C, int64_t S,
+                         const T *weight, const T *bias, const T *running_mean, const T *running_var,
+                         int64_t c_len, double eps, int nthreads) {
+    int rc = FN(check_x)(x, x_len, y, y_len, N, C, S);
+    if (rc) return rc;
+    if (!running_mean || !running_var) return BN_ERR_NULL;
+    if (c_len != C) return BN_ERR_SIZE;
+    if (!(eps >= 0.0)) return BN_ERR_EPS;
+    if (nthreads < 1) return BN_ERR_THREADS;
+    double *a = (double *)malloc(sizeof(double) * (size_t)(2 * C + 1));
+    if (!a) return BN_ERR_NULL;
+    double *b = a + C;
+    for (int64_t c = 0; c < C; ++c) {
+        const double invstd = 1.0 / sqrt((double)running_var[c] + eps);
+        const double w = weight ? (double)weight[c] : 1.0, bb = bias ? (double)bias[c] : 0.0;
+        a[c] = w * invstd;
+        b[c] = bb - (double)running_mean[c] * a[c];
+    }
+    FN(affine_map)(x, y, N, C, S, a, b, N * C * S < PARALLEL_MIN ? 1 : nthreads);
+    free(a);
+    return BN_OK;
+}
+
+/* dx = dy*k1[c] + x*k2[c] + k3[c]; the per-channel sums come first (two reads of dy and x). */
+static void FN(sums_dy)(const T *restrict dy, const T *restrict x, int64_t N, int64_t C, int64_t S,
+                        const double *restrict center, double *restrict sum_dy, double *restrict sum_dyx, int nt) {
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t c = 0; c < C; ++c) {
+        double s1 = 0.0, s2 = 0.0;
+        const double m = center[c];
+        for (int64_t n = 0; n < N; ++n) {
+            const T *restrict g = dy + (n * C + c) * S;
+            const T *restrict p = x + (n * C + c) * S;
+#pragma omp simd reduction(+ : s1, s2)
+            for (int64_t i = 0; i < S; ++i) {
+                s1 += (double)g[i];
+                s2 += (double)g[i] * ((double)p[i] - m);
+            }
+        }
+        sum_dy[c] = s1;
+        sum_dyx[c] = s2;
+    }
+}
+
+static void FN(dx_map)(const T *restrict dy, const T *restrict x, T *restrict dx, int64_t N, int64_t C, int64_t S,
+                       const double *restrict k1, const double *restrict k2, const double *restrict k3, int nt) {
+    const int64_t planes = N * C;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t pl = 0; pl < planes; ++pl) {
+        const int64_t c = pl % C;
+        const double a = k1[c], b = k2[c], d = k3[c];
+        const T *restrict g = dy + pl * S;
+        const T *restrict p = x + pl * S;
+        T *restrict q = dx + pl * S;
+#pragma omp simd
+        for (int64_t i = 0; i < S; ++i) q[i] = (T)((double)g[i] * a + (double)p[i] * b + d);
+    }
+}
+
+static int FN(check_bwd)(const void *dy, int64_t dy_len, const void *x, const void *dx, int64_t x_len, int64_t N, int64_t C,
+                         int64_t S, const void *dweight, const void *dbias, int64_t c_len, int nthreads) {
+    int rc = FN(check_x)(x, x_len, dx, x_len, N, C, S);
+    if (rc) return rc;
+    if (!dy || !dweight || !dbias) return BN_ERR_NULL;
+    if (dy_len != x_len) return BN_ERR_SIZE;
+    if (c_len != C) return BN_ERR_SIZE;
+    if (nthreads < 1) return BN_ERR_THREADS;
+    return BN_OK;
+}
+
+int FN(bn_backward_train_)(const T *dy, int64_t dy_len, const T *x, T *dx, int64_t x_len, int64_t N, int64_t C, int64_t S,
+                           const T *weight, const double *save_mean, const double *save_invstd,
+                           T *dweight, T *dbias, int64_t c_len, int nthreads) {
+    int rc = FN(check_bwd)(dy, dy_len, x, dx, x_len, N, C, S, dweight, dbias, c_len, nthreads);
+    if (rc) return rc;
+    if (!save_mean || !save_invstd) return BN_ERR_NULL;
+    const int64_t n = N * S;
+    double *buf = (double *)malloc(sizeof(double) * (size_t)(5 * C + 1));
+    if (!buf) return BN_ERR_NULL;
+    double *sdy = buf, *sdyx = buf + C, *k1 = buf + 2 * C, *k2 = buf + 3 * C, *k3 = buf + 4 * C;
+    const int nt = N * C * S < PARALLEL_MIN ? 1 : nthreads;
+    FN(sums_dy)(dy, x, N, C, S, save_mean, sdy, sdyx, nt);
+    for (int64_t c = 0; c < C; ++c) {
+        const double w = weight ? (double)weight[c] : 1.0, is = save_invstd[c];
+        const double sum_dy_xhat = sdyx[c] * is;
+        dweight[c] = (T)sum_dy_xhat;
+        dbias[c] = (T)sdy[c];
+        if (n > 0) {
+            k1[c] = w * is;
+            k2[c] = -w * is * is * sum_dy_xhat / (double)n;
+            k3[c] = -k1[c] * sdy[c] / (double)n - k2[c] * save_mean[c];
+        }
+    }
+    if (n > 0) FN(dx_map)(dy, x, dx, N, C, S, k1, k2, k3, nt);
+    free(buf);
+    return BN_OK;
+}
+
+int FN(bn_backward_eval_)(const T *dy, int64_t dy_len, const T *x, T *dx, int64_t x_len, int64_t N, int64_t C, int64_t S,
+                          const T *weight, const T *running_mean, const T *running_var, double eps,
+                          T *dweight, T *dbias, int64_t c_len, int nthreads) {
+    int rc = FN(check_bwd)(dy, dy_len, x, dx, x_len, N, C, S, dweight, dbias, c_len, nthreads);
+    if (rc) return rc;
+    if (!running_mean || !running_var) return BN_ERR_NULL;
+    if (!(eps >= 0.0)) return BN_ERR_EPS;
+    double *buf = (double *)malloc(sizeof(double) * (size_t)(5 * C + 1));
+    if (!buf) return BN_ERR_NULL;
+    double *center = buf, *sdy = buf + C, *sdyx = buf + 2 * C, *k1 = buf + 3 * C, *zero = buf + 4 * C;
+    const int nt = N * C * S < PARALLEL_MIN ? 1 : nthreads;
+    for (int64_t c = 0; c < C; ++c) {
+        center[c] = (double)running_mean[c];
+        k1[c] = (weight ? (double)weight[c] : 1.0) / sqrt((double)running_var[c] + eps);
+        zero[c] = 0.0;
+    }
+    FN(sums_dy)(dy, x, N, C, S, center, sdy, sdyx, nt);
+    for (int64_t c = 0; c < C; ++c) {
+        dweight[c] = (T)(sdyx[c] / sqrt((double)running_var[c] + eps));
+        dbias[c] = (T)sdy[c];
+    }
+    FN(dx_map)(dy, x, dx, N, C, S, k1, zero, zero, nt);
+    free(buf);
+    return BN_OK;
+}
+
+#undef FN
+#undef CAT
+#undef CAT_
