@@ -35,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-n", "--workers", default="0", metavar="N",
                      help="pytest-xdist workers: a number or 'auto' (default 0: in-process)")
     run.add_argument("-v", "--verbose", action="store_true", help="one line per case")
+    bench = sub.add_parser("bench", help="time every backend with pytest-benchmark; write timing.json and timing.md")
+    bench.add_argument("--backend", action="append", default=[], metavar="NAME",
+                       help="backend to time (repeatable; default: torch, numpy, cffi; torch is always timed, as the reference)")
+    bench.add_argument("--out", default="reports", metavar="DIR", help="report directory (default: reports)")
+    bench.add_argument("--threads", type=int, default=0, metavar="N", help="threads for every backend (default: torch's)")
+    bench.add_argument("--shape", action="append", default=[], metavar="NxCx...", help="only this shape, e.g. 4x8x4x4 (repeatable)")
+    bench.add_argument("--max-time", type=float, default=0.5, metavar="S", help="seconds per benchmark beyond 5 rounds (default 0.5)")
     return parser
 
 
@@ -82,10 +89,55 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
+def bench(args: argparse.Namespace) -> int:
+    """Time the backends (pytest-benchmark), then write timing.json and timing.md."""
+    import tempfile
+
+    from runners.bench_setup import SHAPES, shape_id
+    from runners.timing_report import write
+
+    _importable_from_cwd()
+    names = list(dict.fromkeys(["torch"] + (args.backend or ["numpy", "cffi"])))
+    try:
+        for name in names:
+            resolve(name)
+    except UnknownBackend as exc:
+        print(f"bnconform: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    unknown = [s for s in args.shape if s not in {shape_id(x) for x in SHAPES}]
+    if unknown:
+        print(f"bnconform: unknown shape {unknown}; shapes: {', '.join(shape_id(x) for x in SHAPES)}", file=sys.stderr)
+        return EXIT_USAGE
+    threads = args.threads
+    if not threads:
+        import torch
+
+        threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "benchmark.json"
+        pytest_args = [
+            str(ROOT / "runners" / "bench_cases.py"), "--rootdir", str(ROOT), "-p", "no:cacheprovider", "-q",
+            f"--benchmark-json={raw}", "--benchmark-min-rounds=5", f"--benchmark-max-time={args.max_time}",
+            "--benchmark-warmup=on", "--benchmark-warmup-iterations=1", "--benchmark-disable-gc",
+            "--benchmark-columns=median,min,max,rounds", "--benchmark-sort=name",
+            f"--bench-threads={threads}",
+        ] + [f"--bench-backend={n}" for n in names] + [f"--bench-shape={s}" for s in args.shape]
+        code = int(pytest.main(pytest_args))
+        if not raw.exists():
+            print("bnconform: the benchmark run wrote no results", file=sys.stderr)
+            return EXIT_FAILED
+        paths = write(raw, Path(args.out), threads, names)
+    for p in paths:
+        print(f"wrote {p}")
+    return EXIT_OK if code == 0 else EXIT_FAILED
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return run(args)
+    if args.command == "bench":
+        return bench(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 

@@ -40,6 +40,10 @@ def add_options(parser: pytest.Parser) -> None:
                     help="run only this family (repeatable)")
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="write conformance.json and conformance.md here at the end of the run")
+    bench = parser.getgroup("bnconform-bench", "BatchNorm timing (runners/bench_cases.py, via `bnconform bench`)")
+    bench.addoption("--bench-backend", action="append", default=[], metavar="NAME", help="backend to time (repeatable)")
+    bench.addoption("--bench-shape", action="append", default=[], metavar="NxCx...", help="only this shape (repeatable)")
+    bench.addoption("--bench-threads", type=int, default=0, metavar="N", help="threads for every backend (0: torch's)")
 
 
 def _matches(case_id: str, patterns: list[str]) -> bool:

@@ -5,6 +5,7 @@ compiler at install time), the backend reports that as its skip reason.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import Any, Optional
@@ -102,7 +103,7 @@ class CKernel:
 
     @staticmethod
     def _ncs(x: Array) -> tuple[int, int, int]:
-        return x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
+        return x.shape[0], x.shape[1], math.prod(x.shape[2:])
 
     # -- the four kernels -------------------------------------------------------------
     def forward_train(self, x, weight, bias, running_mean, running_var, factor, eps):

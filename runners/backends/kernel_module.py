@@ -8,6 +8,7 @@ the one place backends get module semantics from; see docs/backends.md.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Protocol
 
 import numpy as np
@@ -129,7 +130,7 @@ class KernelModule:
         batch_stats = self.training or (rm is None and rv is None)
         if self.training and not self.track_running_stats:
             rm = rv = None  # flipped off after construction: neither used nor updated
-        n = x.shape[0] * int(np.prod(x.shape[2:], dtype=np.int64))
+        n = x.shape[0] * math.prod(x.shape[2:])
         if batch_stats and n == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {list(x.shape)}")
         if batch_stats and self.eps <= 0:

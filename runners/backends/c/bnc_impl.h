@@ -42,7 +42,7 @@ static void FN(plane_stats)(const T *restrict x, int64_t N, int64_t C, int64_t S
     *var_out = count > 0 ? m2 / (double)count : 0.0;
 }
 
-/* Channel sums over positions for channels [c0, c1): acc[(c - c0) * S + s] += f(x). */
+/* Mean and biased variance of channels [c0, c1) (position path); acc holds 2*(c1-c0)*S doubles. */
 static void FN(block_stats)(const T *restrict x, int64_t N, int64_t C, int64_t S, int64_t c0, int64_t c1,
                             double *restrict acc, double *restrict mean, double *restrict var) {
     const int64_t width = (c1 - c0) * S;
@@ -58,18 +58,16 @@ static void FN(block_stats)(const T *restrict x, int64_t N, int64_t C, int64_t S
         for (int64_t i = 0; i < S; ++i) s += acc[(c - c0) * S + i];
         mean[c] = s / n_total;
     }
+    double *restrict mexp = acc + width; /* the channel mean at every (c, s) position */
+    for (int64_t c = c0; c < c1; ++c)
+        for (int64_t i = 0; i < S; ++i) mexp[(c - c0) * S + i] = mean[c];
     for (int64_t j = 0; j < width; ++j) acc[j] = 0.0;
     for (int64_t n = 0; n < N; ++n) {
         const T *restrict row = x + (n * C + c0) * S;
-        for (int64_t c = c0; c < c1; ++c) {
-            const double m = mean[c];
-            double *restrict a = acc + (c - c0) * S;
-            const T *restrict r = row + (c - c0) * S;
 #pragma omp simd
-            for (int64_t i = 0; i < S; ++i) {
-                const double d = (double)r[i] - m;
-                a[i] += d * d;
-            }
+        for (int64_t j = 0; j < width; ++j) {
+            const double d = (double)row[j] - mexp[j];
+            acc[j] += d * d;
         }
     }
     for (int64_t c = c0; c < c1; ++c) {
@@ -79,19 +77,47 @@ static void FN(block_stats)(const T *restrict x, int64_t N, int64_t C, int64_t S
     }
 }
 
-/* y = x * a[c] + b[c] over the whole tensor (a, b per channel, double). */
+/* y = (x - m[c]) * a[c] + b[c] in the data type: the subtraction is exact for x near m, so
+ * float32 keeps torch's accuracy while using full-width vectors. Large planes are split across
+ * threads plane by plane; small ones row by row (n), the channel loop inside. */
 static void FN(affine_map)(const T *restrict x, T *restrict y, int64_t N, int64_t C, int64_t S,
-                           const double *restrict a, const double *restrict b, int nt) {
-    const int64_t planes = N * C;
+                           const T *restrict m, const T *restrict a, const T *restrict b, int nt) {
+    if (S >= PLANE_MIN) {
+        const int64_t planes = N * C;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t pl = 0; pl < planes; ++pl) {
-        const int64_t c = pl % C;
-        const double ac = a[c], bc = b[c];
-        const T *restrict p = x + pl * S;
-        T *restrict q = y + pl * S;
+        for (int64_t pl = 0; pl < planes; ++pl) {
+            const int64_t c = pl % C;
+            const T mc = m[c], ac = a[c], bc = b[c];
+            const T *restrict p = x + pl * S;
+            T *restrict q = y + pl * S;
 #pragma omp simd
-        for (int64_t i = 0; i < S; ++i) q[i] = (T)((double)p[i] * ac + bc);
+            for (int64_t i = 0; i < S; ++i) q[i] = (p[i] - mc) * ac + bc;
+        }
+        return;
     }
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t n = 0; n < N; ++n) {
+        const T *restrict p = x + n * C * S;
+        T *restrict q = y + n * C * S;
+        if (S == 1) {
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) q[c] = (p[c] - m[c]) * a[c] + b[c];
+        } else {
+            for (int64_t c = 0; c < C; ++c) {
+                const T mc = m[c], ac = a[c], bc = b[c];
+#pragma omp simd
+                for (int64_t i = 0; i < S; ++i) q[c * S + i] = (p[c * S + i] - mc) * ac + bc;
+            }
+        }
+    }
+}
+
+/* Channels per block on the position path: enough blocks for every thread, accumulators in cache. */
+static int64_t FN(block_channels)(int64_t C, int64_t S, int nt) {
+    int64_t block = S >= BLOCK_WIDTH ? 1 : BLOCK_WIDTH / S;
+    const int64_t fair = (C + nt - 1) / nt;
+    if (block > fair) block = fair;
+    return block < 1 ? 1 : block;
 }
 
 static void FN(stats_all)(const T *restrict x, int64_t N, int64_t C, int64_t S, double *mean, double *var, int nt) {
@@ -100,11 +126,11 @@ static void FN(stats_all)(const T *restrict x, int64_t N, int64_t C, int64_t S, 
         for (int64_t c = 0; c < C; ++c) FN(plane_stats)(x, N, C, S, c, &mean[c], &var[c]);
         return;
     }
-    const int64_t block = S >= BLOCK_WIDTH ? 1 : BLOCK_WIDTH / S;
+    const int64_t block = FN(block_channels)(C, S, nt);
     const int64_t nblocks = (C + block - 1) / block;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        double *acc = (double *)malloc(sizeof(double) * (size_t)(block * S));
+        double *acc = (double *)malloc(sizeof(double) * (size_t)(2 * block * S));
 #pragma omp for schedule(static)
         for (int64_t bi = 0; bi < nblocks; ++bi) {
             const int64_t c0 = bi * block, c1 = c0 + block < C ? c0 + block : C;
@@ -141,23 +167,24 @@ int FN(bn_forward_train_)(const T *x, int64_t x_len, T *y, int64_t y_len, int64_
         return BN_OK;
     }
     const int nt = N * C * S < PARALLEL_MIN ? 1 : nthreads;
-    double *var = (double *)malloc(sizeof(double) * (size_t)(3 * C));
+    double *var = (double *)malloc(sizeof(double) * (size_t)C + sizeof(T) * (size_t)(3 * C) + 1);
     if (!var) return BN_ERR_NULL;
-    double *a = var + C, *b = var + 2 * C;
+    T *m = (T *)(var + C), *a = m + C, *b = m + 2 * C;
     FN(stats_all)(x, N, C, S, save_mean, var, nt);
     for (int64_t c = 0; c < C; ++c) {
         const double invstd = 1.0 / sqrt(var[c] + eps);
-        const double w = weight ? (double)weight[c] : 1.0, bb = bias ? (double)bias[c] : 0.0;
+        const double w = weight ? (double)weight[c] : 1.0;
         save_invstd[c] = invstd;
-        a[c] = w * invstd;
-        b[c] = bb - save_mean[c] * a[c];
+        m[c] = (T)save_mean[c];
+        a[c] = (T)(w * invstd);
+        b[c] = bias ? bias[c] : (T)0;
         if (running_mean) {
             const double unbiased = var[c] * (double)n / (double)(n - 1);
             running_mean[c] = (T)((1.0 - factor) * (double)running_mean[c] + factor * save_mean[c]);
             running_var[c] = (T)((1.0 - factor) * (double)running_var[c] + factor * unbiased);
         }
     }
-    FN(affine_map)(x, y, N, C, S, a, b, nt);
+    FN(affine_map)(x, y, N, C, S, m, a, b, nt);
     free(var);
     return BN_OK;
 }
@@ -171,53 +198,126 @@ int FN(bn_forward_eval_)(const T *x, int64_t x_len, T *y, int64_t y_len, int64_t
     if (c_len != C) return BN_ERR_SIZE;
     if (!(eps >= 0.0)) return BN_ERR_EPS;
     if (nthreads < 1) return BN_ERR_THREADS;
-    double *a = (double *)malloc(sizeof(double) * (size_t)(2 * C + 1));
+    T *a = (T *)malloc(sizeof(T) * (size_t)(2 * C + 1));
     if (!a) return BN_ERR_NULL;
-    double *b = a + C;
+    T *b = a + C;
     for (int64_t c = 0; c < C; ++c) {
-        const double invstd = 1.0 / sqrt((double)running_var[c] + eps);
-        const double w = weight ? (double)weight[c] : 1.0, bb = bias ? (double)bias[c] : 0.0;
-        a[c] = w * invstd;
-        b[c] = bb - (double)running_mean[c] * a[c];
+        const double w = weight ? (double)weight[c] : 1.0;
+        a[c] = (T)(w / sqrt((double)running_var[c] + eps));
+        b[c] = bias ? bias[c] : (T)0;
     }
-    FN(affine_map)(x, y, N, C, S, a, b, N * C * S < PARALLEL_MIN ? 1 : nthreads);
+    FN(affine_map)(x, y, N, C, S, running_mean, a, b, N * C * S < PARALLEL_MIN ? 1 : nthreads);
     free(a);
     return BN_OK;
 }
 
-/* dx = dy*k1[c] + x*k2[c] + k3[c]; the per-channel sums come first (two reads of dy and x). */
+/* Per-channel sum dy and sum dy*(x - center); then dx = dy*k1[c] + x*k2[c] + k3[c]. */
 static void FN(sums_dy)(const T *restrict dy, const T *restrict x, int64_t N, int64_t C, int64_t S,
                         const double *restrict center, double *restrict sum_dy, double *restrict sum_dyx, int nt) {
+    if (S >= PLANE_MIN) {
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t c = 0; c < C; ++c) {
-        double s1 = 0.0, s2 = 0.0;
-        const double m = center[c];
-        for (int64_t n = 0; n < N; ++n) {
-            const T *restrict g = dy + (n * C + c) * S;
-            const T *restrict p = x + (n * C + c) * S;
+        for (int64_t c = 0; c < C; ++c) {
+            double s1 = 0.0, s2 = 0.0;
+            const double m = center[c];
+            for (int64_t n = 0; n < N; ++n) {
+                const T *restrict g = dy + (n * C + c) * S;
+                const T *restrict p = x + (n * C + c) * S;
 #pragma omp simd reduction(+ : s1, s2)
-            for (int64_t i = 0; i < S; ++i) {
-                s1 += (double)g[i];
-                s2 += (double)g[i] * ((double)p[i] - m);
+                for (int64_t i = 0; i < S; ++i) {
+                    s1 += (double)g[i];
+                    s2 += (double)g[i] * ((double)p[i] - m);
+                }
+            }
+            sum_dy[c] = s1;
+            sum_dyx[c] = s2;
+        }
+        return;
+    }
+    const int64_t block = FN(block_channels)(C, S, nt);
+    const int64_t nblocks = (C + block - 1) / block;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        double *acc = (double *)malloc(sizeof(double) * (size_t)(3 * block * S + 1));
+#pragma omp for schedule(static)
+        for (int64_t bi = 0; bi < nblocks; ++bi) {
+            const int64_t c0 = bi * block, c1 = c0 + block < C ? c0 + block : C;
+            const int64_t width = (c1 - c0) * S;
+            if (!acc) { /* out of memory: plain per-channel loops */
+                for (int64_t c = c0; c < c1; ++c) {
+                    double s1 = 0.0, s2 = 0.0;
+                    for (int64_t n = 0; n < N; ++n)
+                        for (int64_t i = 0; i < S; ++i) {
+                            const int64_t k = (n * C + c) * S + i;
+                            s1 += (double)dy[k];
+                            s2 += (double)dy[k] * ((double)x[k] - center[c]);
+                        }
+                    sum_dy[c] = s1;
+                    sum_dyx[c] = s2;
+                }
+                continue;
+            }
+            double *restrict a1 = acc, *restrict a2 = acc + width, *restrict mexp = acc + 2 * width;
+            for (int64_t c = c0; c < c1; ++c)
+                for (int64_t i = 0; i < S; ++i) mexp[(c - c0) * S + i] = center[c];
+            for (int64_t j = 0; j < 2 * width; ++j) acc[j] = 0.0;
+            for (int64_t n = 0; n < N; ++n) {
+                const T *restrict g = dy + (n * C + c0) * S;
+                const T *restrict p = x + (n * C + c0) * S;
+#pragma omp simd
+                for (int64_t j = 0; j < width; ++j) {
+                    a1[j] += (double)g[j];
+                    a2[j] += (double)g[j] * ((double)p[j] - mexp[j]);
+                }
+            }
+            for (int64_t c = c0; c < c1; ++c) {
+                double s1 = 0.0, s2 = 0.0;
+                for (int64_t i = 0; i < S; ++i) {
+                    s1 += a1[(c - c0) * S + i];
+                    s2 += a2[(c - c0) * S + i];
+                }
+                sum_dy[c] = s1;
+                sum_dyx[c] = s2;
             }
         }
-        sum_dy[c] = s1;
-        sum_dyx[c] = s2;
+        free(acc);
+    }
+}
+
+/* dx = dy*k1[c] + (x - m[c])*k2[c] + k3[c] in the data type; x may be NULL (then dx = dy*k1 + k3). */
+static inline void FN(dx_run)(const T *restrict g, const T *restrict p, T *restrict q, int64_t len,
+                              T m, T k1, T k2, T k3) {
+    if (p) {
+#pragma omp simd
+        for (int64_t i = 0; i < len; ++i) q[i] = g[i] * k1 + (p[i] - m) * k2 + k3;
+    } else {
+#pragma omp simd
+        for (int64_t i = 0; i < len; ++i) q[i] = g[i] * k1 + k3;
     }
 }
 
 static void FN(dx_map)(const T *restrict dy, const T *restrict x, T *restrict dx, int64_t N, int64_t C, int64_t S,
-                       const double *restrict k1, const double *restrict k2, const double *restrict k3, int nt) {
-    const int64_t planes = N * C;
+                       const T *restrict m, const T *restrict k1, const T *restrict k2, const T *restrict k3, int nt) {
+    if (S >= PLANE_MIN) {
+        const int64_t planes = N * C;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t pl = 0; pl < planes; ++pl) {
-        const int64_t c = pl % C;
-        const double a = k1[c], b = k2[c], d = k3[c];
-        const T *restrict g = dy + pl * S;
-        const T *restrict p = x + pl * S;
-        T *restrict q = dx + pl * S;
+        for (int64_t pl = 0; pl < planes; ++pl) {
+            const int64_t c = pl % C;
+            FN(dx_run)(dy + pl * S, x ? x + pl * S : NULL, dx + pl * S, S, m[c], k1[c], k2[c], k3[c]);
+        }
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t n = 0; n < N; ++n) {
+        const T *restrict g = dy + n * C * S;
+        const T *restrict p = x ? x + n * C * S : NULL;
+        T *restrict q = dx + n * C * S;
+        if (S == 1 && p) {
 #pragma omp simd
-        for (int64_t i = 0; i < S; ++i) q[i] = (T)((double)g[i] * a + (double)p[i] * b + d);
+            for (int64_t c = 0; c < C; ++c) q[c] = g[c] * k1[c] + (p[c] - m[c]) * k2[c] + k3[c];
+        } else {
+            for (int64_t c = 0; c < C; ++c)
+                FN(dx_run)(g + c * S, p ? p + c * S : NULL, q + c * S, S, m[c], k1[c], k2[c], k3[c]);
+        }
     }
 }
 
@@ -239,9 +339,10 @@ int FN(bn_backward_train_)(const T *dy, int64_t dy_len, const T *x, T *dx, int64
     if (rc) return rc;
     if (!save_mean || !save_invstd) return BN_ERR_NULL;
     const int64_t n = N * S;
-    double *buf = (double *)malloc(sizeof(double) * (size_t)(5 * C + 1));
+    double *buf = (double *)malloc(sizeof(double) * (size_t)(2 * C) + sizeof(T) * (size_t)(4 * C) + 1);
     if (!buf) return BN_ERR_NULL;
-    double *sdy = buf, *sdyx = buf + C, *k1 = buf + 2 * C, *k2 = buf + 3 * C, *k3 = buf + 4 * C;
+    double *sdy = buf, *sdyx = buf + C;
+    T *m = (T *)(buf + 2 * C), *k1 = m + C, *k2 = m + 2 * C, *k3 = m + 3 * C;
     const int nt = N * C * S < PARALLEL_MIN ? 1 : nthreads;
     FN(sums_dy)(dy, x, N, C, S, save_mean, sdy, sdyx, nt);
     for (int64_t c = 0; c < C; ++c) {
@@ -249,13 +350,14 @@ int FN(bn_backward_train_)(const T *dy, int64_t dy_len, const T *x, T *dx, int64
         const double sum_dy_xhat = sdyx[c] * is;
         dweight[c] = (T)sum_dy_xhat;
         dbias[c] = (T)sdy[c];
-        if (n > 0) {
-            k1[c] = w * is;
-            k2[c] = -w * is * is * sum_dy_xhat / (double)n;
-            k3[c] = -k1[c] * sdy[c] / (double)n - k2[c] * save_mean[c];
+        if (n > 0) { /* dx = w*is*(dy - sum_dy/n - xhat*sum_dy_xhat/n) */
+            m[c] = (T)save_mean[c];
+            k1[c] = (T)(w * is);
+            k2[c] = (T)(-w * is * is * sum_dy_xhat / (double)n);
+            k3[c] = (T)(-w * is * sdy[c] / (double)n);
         }
     }
-    if (n > 0) FN(dx_map)(dy, x, dx, N, C, S, k1, k2, k3, nt);
+    if (n > 0) FN(dx_map)(dy, x, dx, N, C, S, m, k1, k2, k3, nt);
     free(buf);
     return BN_OK;
 }
@@ -267,21 +369,22 @@ int FN(bn_backward_eval_)(const T *dy, int64_t dy_len, const T *x, T *dx, int64_
     if (rc) return rc;
     if (!running_mean || !running_var) return BN_ERR_NULL;
     if (!(eps >= 0.0)) return BN_ERR_EPS;
-    double *buf = (double *)malloc(sizeof(double) * (size_t)(5 * C + 1));
+    double *buf = (double *)malloc(sizeof(double) * (size_t)(3 * C) + sizeof(T) * (size_t)(2 * C) + 1);
     if (!buf) return BN_ERR_NULL;
-    double *center = buf, *sdy = buf + C, *sdyx = buf + 2 * C, *k1 = buf + 3 * C, *zero = buf + 4 * C;
+    double *center = buf, *sdy = buf + C, *sdyx = buf + 2 * C;
+    T *k1 = (T *)(buf + 3 * C), *zero = k1 + C;
     const int nt = N * C * S < PARALLEL_MIN ? 1 : nthreads;
     for (int64_t c = 0; c < C; ++c) {
         center[c] = (double)running_mean[c];
-        k1[c] = (weight ? (double)weight[c] : 1.0) / sqrt((double)running_var[c] + eps);
-        zero[c] = 0.0;
+        k1[c] = (T)((weight ? (double)weight[c] : 1.0) / sqrt((double)running_var[c] + eps));
+        zero[c] = (T)0;
     }
     FN(sums_dy)(dy, x, N, C, S, center, sdy, sdyx, nt);
     for (int64_t c = 0; c < C; ++c) {
         dweight[c] = (T)(sdyx[c] / sqrt((double)running_var[c] + eps));
         dbias[c] = (T)sdy[c];
     }
-    FN(dx_map)(dy, x, dx, N, C, S, k1, zero, zero, nt);
+    FN(dx_map)(dy, NULL, dx, N, C, S, zero, k1, zero, zero, nt); /* dx = dy * k1 */
     free(buf);
     return BN_OK;
 }
