@@ -61,15 +61,24 @@ def test_python_side_turns_codes_into_clear_errors(kernel: CKernel) -> None:
         kernel.forward_train(np.ones((1, 3), np.float32), None, None, np.zeros(3, np.float32), np.ones(3, np.float32), 0.1, 1e-5)
 
 
-@pytest.mark.parametrize("shape", [(0, 3), (0, 3, 5), (1, 3), (1, 3, 1, 1), (2, 3, 0), (1, 3, 1, 1, 1)])
-def test_zero_or_one_value_per_channel(kernel: CKernel, shape: tuple[int, ...]) -> None:
-    x = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape)
+SHAPES_0_1 = [(0, 3), (0, 3, 5), (1, 3), (1, 3, 1, 1), (2, 3, 0), (0, 3, 0, 4), (1, 3, 1, 1, 1), (3, 3, 0, 0, 0)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES_0_1)
+def test_zero_or_one_value_per_channel(kernel: CKernel, shape: tuple[int, ...], dtype: type) -> None:
+    """Every entry point on shapes with 0 or 1 values per channel: no crash, sane results."""
+    x = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+    rm, rv = np.zeros(3, dtype), np.ones(3, dtype)
     y, mean, invstd = kernel.forward_train(x, None, None, None, None, 0.1, 1e-5)
     assert y.shape == shape and mean.shape == (3,)
     if x.size:
         assert (y == 0).all()  # one value per channel: x - mean = 0
-    dx, dw, db = kernel.backward_train(np.ones_like(x), x, None, mean, invstd)
-    assert dx.shape == shape and np.isfinite(db).all()
+        dx, dw, db = kernel.backward_train(np.ones_like(x), x, None, mean, invstd)
+        assert dx.shape == shape and np.isfinite(db).all()
+    assert kernel.forward_eval(x, None, None, rm, rv, 1e-5).shape == shape
+    dx, dw, db = kernel.backward_eval(np.ones_like(x), x, None, rm, rv, 1e-5)
+    assert dx.shape == shape and (db == x.size // 3).all()
 
 
 def test_thread_count_does_not_change_results() -> None:

@@ -114,6 +114,7 @@ static void FN(affine_map)(const T *restrict x, T *restrict y, int64_t N, int64_
 
 /* Channels per block on the position path: enough blocks for every thread, accumulators in cache. */
 static int64_t FN(block_channels)(int64_t C, int64_t S, int nt) {
+    if (S <= 0) return C > 0 ? C : 1; /* empty planes: nothing to accumulate */
     int64_t block = S >= BLOCK_WIDTH ? 1 : BLOCK_WIDTH / S;
     const int64_t fair = (C + nt - 1) / nt;
     if (block > fair) block = fair;
