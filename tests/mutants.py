@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runners.backends.numpy_backend import NumpyBackend, NumpyKernel, _axes
+from runners.backends.numpy_backend import NumpyBackend, NumpyKernel
 
 
 class _BiasedRunningVar(NumpyKernel):
@@ -16,9 +16,10 @@ class _BiasedRunningVar(NumpyKernel):
 
 
 class _OnePassVariance(NumpyKernel):
-    def batch_stats(self, x):  # E[x^2] - E[x]^2 in the input dtype: cancels catastrophically
-        mean = x.mean(axis=_axes(x), dtype=x.dtype)
-        var = (x * x).mean(axis=_axes(x), dtype=x.dtype) - mean * mean
+    def batch_stats(self, x, scratch):  # E[x^2] - E[x]^2 in the input dtype: cancels catastrophically
+        axes = (0,) + tuple(range(2, x.ndim))
+        mean = x.mean(axis=axes, dtype=x.dtype)
+        var = (x * x).mean(axis=axes, dtype=x.dtype) - mean * mean
         return mean.astype(np.float64), var.astype(np.float64)
 
 

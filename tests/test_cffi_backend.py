@@ -6,7 +6,8 @@ import pytest
 
 from cases.loader import BUILTIN_SPECS, load_cases
 from runners.backends import cffi_backend
-from runners.backends.cffi_backend import CffiBackend, CKernel, CKernelError, _Recycler
+from runners.backends.cffi_backend import CffiBackend, CKernel, CKernelError
+from runners.backends.kernel_module import OutputRecycler
 from runners.backends.numpy_backend import NumpyBackend
 from runners.execute import run_case
 
@@ -90,7 +91,7 @@ def test_thread_count_does_not_change_results() -> None:
 
 
 def test_recycler_never_hands_out_an_array_still_held() -> None:
-    pool = _Recycler()
+    pool = OutputRecycler()
     a = pool.empty((4, 4), np.float32)
     b = pool.empty((4, 4), np.float32)
     assert a is not b

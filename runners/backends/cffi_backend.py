@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from typing import Any, Optional
 
 import numpy as np
 
-from runners.backends.kernel_module import KernelModule, kernel_capabilities
+from runners.backends.kernel_module import KernelModule, OutputRecycler, kernel_capabilities
 from runners.protocol import Array, ModuleConfig
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
@@ -39,37 +38,13 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-class _Recycler:
-    """A tiny caching allocator: hands back an output array once nobody else holds it.
-
-    Large fresh allocations are served by mmap and page-faulted on first touch, which costs
-    more than the kernel itself; reusing a released array avoids that. An array still
-    referenced anywhere (refcount) is never handed out again.
-    """
-
-    KEEP = 3
-
-    def __init__(self) -> None:
-        self.pool: dict[tuple, list[np.ndarray]] = {}
-
-    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        arrays = self.pool.setdefault((tuple(shape), np.dtype(dtype).str), [])
-        for arr in arrays:
-            if sys.getrefcount(arr) <= 3:  # the list, the loop variable, getrefcount's argument
-                return arr
-        arr = np.empty(shape, dtype)
-        if len(arrays) < self.KEEP:
-            arrays.append(arr)
-        return arr
-
-
 class CKernel:
     """kernel_module.Kernel over the C entry points."""
 
     def __init__(self, threads: Optional[int] = None) -> None:
         self.ffi, self.lib = _load()
         self.threads = int(threads or default_threads())
-        self.outputs = _Recycler()
+        self.outputs = OutputRecycler()
 
     # -- marshalling ------------------------------------------------------------------
     def _ptr(self, a: Optional[Array], dtype: np.dtype) -> Any:

@@ -9,6 +9,7 @@ the one place backends get module semantics from; see docs/backends.md.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Optional, Protocol
 
 import numpy as np
@@ -64,6 +65,30 @@ class Kernel(Protocol):
         self, dy: Array, x: Array, weight: Optional[Array], running_mean: Array, running_var: Array, eps: float
     ) -> tuple[Array, Array, Array]:
         """(dx, dweight, dbias) with the running statistics as constants."""
+
+
+class OutputRecycler:
+    """A tiny caching allocator: hands back an output array once nobody else holds it.
+
+    Large fresh allocations are served by mmap and page-faulted on first touch, which costs
+    more than the kernel itself; reusing a released array avoids that. An array still
+    referenced anywhere (refcount) is never handed out again.
+    """
+
+    KEEP = 3
+
+    def __init__(self) -> None:
+        self.pool: dict[tuple, list[np.ndarray]] = {}
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        arrays = self.pool.setdefault((tuple(shape), np.dtype(dtype).str), [])
+        for arr in arrays:
+            if sys.getrefcount(arr) <= 3:  # the list, the loop variable, getrefcount's argument
+                return arr
+        arr = np.empty(shape, dtype)
+        if len(arrays) < self.KEEP:
+            arrays.append(arr)
+        return arr
 
 
 class KernelModule:
