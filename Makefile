@@ -13,7 +13,7 @@ matrix: $(STAMP)
 
 ## test: the suite's own tests and every conformance case on every built-in backend
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto
+	$(BIN)/python -m pytest -n auto --dist worksteal
 
 $(STAMP): pyproject.toml setup.py $(wildcard runners/backends/c/*)
 	$(PYTHON) -m venv $(VENV)

@@ -17,7 +17,8 @@ def _cells(config: pytest.Config) -> list[tuple[str, tuple[int, ...], str]]:
     names = config.getoption("bench_backend") or ["torch"]
     wanted = config.getoption("bench_shape")
     shapes = [s for s in SHAPES if not wanted or shape_id(s) in wanted]
-    return [(b, s, p) for b in names for s in shapes for p in PHASES]
+    # Backends side by side for each shape and phase: same input arrays, same machine state.
+    return [(b, s, p) for s in shapes for p in PHASES for b in names]
 
 
 @pytest.fixture(scope="module", autouse=True)

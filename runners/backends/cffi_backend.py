@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runners.backends.kernel_module import KernelModule, OutputRecycler, kernel_capabilities
+from runners.backends.kernel_module import KernelModule, OutputRecycler, default_threads, kernel_capabilities
 from runners.protocol import Array, ModuleConfig
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
@@ -26,16 +26,6 @@ def _load() -> tuple[Any, Any]:
     from runners.backends import _bnc  # type: ignore[attr-defined]
 
     return _bnc.ffi, _bnc.lib
-
-
-def default_threads() -> int:
-    """torch's thread count when torch is importable (the same as the reference), else the CPU count."""
-    try:
-        import torch
-
-        return int(torch.get_num_threads())
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return os.cpu_count() or 1
 
 
 class CKernel:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 from importlib.metadata import PackageNotFoundError, version
-from typing import Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-from runners.backends.kernel_module import KernelModule, OutputRecycler, kernel_capabilities
+from runners.backends.kernel_module import KernelModule, OutputRecycler, default_threads, kernel_capabilities
 from runners.protocol import Array, ModuleConfig
 
 PLANE_MIN = 64  # planes at least this long are reduced plane by plane
@@ -31,10 +32,26 @@ def _per_channel(v: Array, dtype: np.dtype) -> Array:
 
 
 class NumpyKernel:
-    """Functional BatchNorm in NumPy (see kernel_module.Kernel)."""
+    """Functional BatchNorm in NumPy (see kernel_module.Kernel).
 
-    def __init__(self) -> None:
+    NumPy's ufuncs release the GIL, so large tensors are cut along their first axis into one
+    chunk per thread (`threads`, default torch's count, the same as every other backend).
+    """
+
+    PARALLEL_MIN = 1 << 16  # elements below which one thread is faster
+
+    def __init__(self, threads: Optional[int] = None) -> None:
         self.outputs = OutputRecycler()
+        self.threads = int(threads or default_threads())
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bnc-numpy") if self.threads > 1 else None
+
+    def _each(self, rows: int, row_size: int, fn: Callable[[int, int], Any]) -> list[Any]:
+        """fn(lo, hi) over chunks of range(rows): one chunk per thread when the work is large."""
+        if self._pool is None or rows < 2 or rows * row_size < self.PARALLEL_MIN:
+            return [fn(0, rows)]
+        k = min(self.threads, rows)
+        bounds = [rows * i // k for i in range(k + 1)]
+        return list(self._pool.map(lambda b: fn(*b), zip(bounds[:-1], bounds[1:])))
 
     # -- statistics -------------------------------------------------------------------
     def batch_stats(self, x: Array, scratch: Array) -> tuple[Array, Array]:
@@ -42,10 +59,14 @@ class NumpyKernel:
         n, c, s = _ncs(x)
         if s >= PLANE_MIN:
             x2, d = x.reshape(n * c, s), scratch.reshape(n * c, s)
-            k = (np.einsum("ij->i", x2) / s).astype(x.dtype)  # rough plane means: the shift
-            np.subtract(x2, k[:, None], out=d)
-            s1 = np.einsum("ij->i", d).astype(np.float64)
-            s2 = np.einsum("ij,ij->i", d, d).astype(np.float64)
+
+            def planes(lo: int, hi: int) -> tuple[Array, Array, Array]:
+                k = (np.einsum("ij->i", x2[lo:hi]) / s).astype(x.dtype)  # rough plane means: the shift
+                np.subtract(x2[lo:hi], k[:, None], out=d[lo:hi])
+                return k, np.einsum("ij->i", d[lo:hi]), np.einsum("ij,ij->i", d[lo:hi], d[lo:hi])
+
+            parts = self._each(n * c, s, planes)
+            k, s1, s2 = (np.concatenate([p[i] for p in parts]).astype(np.float64) for i in range(3))
             plane_mean = (k + s1 / s).reshape(n, c)
             plane_m2 = (s2 - s1 * s1 / s).reshape(n, c)
             mean = plane_mean.mean(axis=0)
@@ -53,9 +74,14 @@ class NumpyKernel:
             return mean, np.maximum(m2, 0.0) / (n * s)
         # Small planes: per position (c, s) over n, shifted by the first row, then Chan per channel.
         rows, d = x.reshape(n, c * s), scratch.reshape(n, c * s)
-        np.subtract(rows, rows[0], out=d)
-        s1 = np.add.reduce(d, axis=0).astype(np.float64)
-        s2 = np.einsum("ij,ij->j", d, d).astype(np.float64)
+
+        def chunk(lo: int, hi: int) -> tuple[Array, Array]:
+            np.subtract(rows[lo:hi], rows[0], out=d[lo:hi])
+            return np.add.reduce(d[lo:hi], axis=0), np.einsum("ij,ij->j", d[lo:hi], d[lo:hi])
+
+        parts = self._each(n, c * s, chunk)
+        s1 = sum(p[0].astype(np.float64) for p in parts)
+        s2 = sum(p[1].astype(np.float64) for p in parts)
         pos_mean = (rows[0] + s1 / n).reshape(c, s)
         pos_m2 = (s2 - s1 * s1 / n).reshape(c, s)
         mean = pos_mean.mean(axis=1)
@@ -77,10 +103,16 @@ class NumpyKernel:
         scale = np.asarray(scale, dtype=np.float64)
         fold = bias is not None and bool(np.all(scale != 0))
         centre = np.asarray(mean, np.float64) - (bias / scale if fold else 0.0)
-        np.subtract(x3, _per_channel(centre, x.dtype), out=y3)
-        np.multiply(y3, _per_channel(scale, x.dtype), out=y3)
-        if bias is not None and not fold:
-            np.add(y3, _per_channel(bias, x.dtype), out=y3)
+        centre, scale_t = _per_channel(centre, x.dtype), _per_channel(scale, x.dtype)
+        bias_t = None if bias is None or fold else _per_channel(bias, x.dtype)
+
+        def chunk(lo: int, hi: int) -> None:
+            np.subtract(x3[lo:hi], centre, out=y3[lo:hi])
+            np.multiply(y3[lo:hi], scale_t, out=y3[lo:hi])
+            if bias_t is not None:
+                np.add(y3[lo:hi], bias_t, out=y3[lo:hi])
+
+        self._each(n, c * s, chunk)
         return y
 
     def forward_train(self, x, weight, bias, running_mean, running_var, factor, eps):
@@ -105,31 +137,40 @@ class NumpyKernel:
         n, c, s = _ncs(dy)
         if s >= PLANE_MIN:
             g2, p2 = dy.reshape(n * c, s), xc.reshape(n * c, s)
-            s1 = np.einsum("ij->i", g2).astype(np.float64).reshape(n, c).sum(axis=0)
-            s2 = np.einsum("ij,ij->i", g2, p2).astype(np.float64).reshape(n, c).sum(axis=0)
+            parts = self._each(n * c, s, lambda lo, hi: (np.einsum("ij->i", g2[lo:hi]),
+                                                        np.einsum("ij,ij->i", g2[lo:hi], p2[lo:hi])))
+            s1, s2 = (np.concatenate([p[i] for p in parts]).astype(np.float64).reshape(n, c).sum(axis=0) for i in range(2))
             return s1, s2
         g2, p2 = dy.reshape(n, c * s), xc.reshape(n, c * s)
-        s1 = np.add.reduce(g2, axis=0, dtype=np.float64).reshape(c, s).sum(axis=1)
-        s2 = np.einsum("ij,ij->j", g2, p2).astype(np.float64).reshape(c, s).sum(axis=1)
+        parts = self._each(n, c * s, lambda lo, hi: (np.add.reduce(g2[lo:hi], axis=0, dtype=np.float64),
+                                                    np.einsum("ij,ij->j", g2[lo:hi], p2[lo:hi])))
+        s1 = sum(p[0] for p in parts).reshape(c, s).sum(axis=1)
+        s2 = sum(p[1].astype(np.float64) for p in parts).reshape(c, s).sum(axis=1)
         return s1, s2
 
     def backward_train(self, dy, x, weight, mean, invstd):
         n, c, s = _ncs(x)
         count = n * s
         dx = self.outputs.empty(x.shape, x.dtype)
-        xc = np.subtract(x.reshape(n, c, s), _per_channel(mean, x.dtype), out=dx.reshape(n, c, s))
+        x3, dy3, xc = x.reshape(n, c, s), dy.reshape(n, c, s), dx.reshape(n, c, s)
+        m_t = _per_channel(mean, x.dtype)
+        self._each(n, c * s, lambda lo, hi: np.subtract(x3[lo:hi], m_t, out=xc[lo:hi]))
         sum_dy, sum_dy_xc = self._sums(dy, xc)
         sum_dy_xhat = sum_dy_xc * invstd
         g = np.ones(c) if weight is None else weight.astype(np.float64)
         # dx = g*invstd*(dy - sum_dy/n - xhat*sum_dy_xhat/n), xhat = xc*invstd
-        k1 = g * invstd
-        k2 = -g * invstd * invstd * sum_dy_xhat / count
-        k3 = -k1 * sum_dy / count
-        np.multiply(xc, _per_channel(k2, x.dtype), out=xc)
-        np.add(xc, _per_channel(k3, x.dtype), out=xc)
+        k1 = _per_channel(g * invstd, x.dtype)
+        k2 = _per_channel(-g * invstd * invstd * sum_dy_xhat / count, x.dtype)
+        k3 = _per_channel(-g * invstd * sum_dy / count, x.dtype)
         tmp = self.outputs.empty(x.shape, x.dtype).reshape(n, c, s)
-        np.multiply(dy.reshape(n, c, s), _per_channel(k1, x.dtype), out=tmp)
-        np.add(xc, tmp, out=xc)
+
+        def chunk(lo: int, hi: int) -> None:
+            np.multiply(xc[lo:hi], k2, out=xc[lo:hi])
+            np.add(xc[lo:hi], k3, out=xc[lo:hi])
+            np.multiply(dy3[lo:hi], k1, out=tmp[lo:hi])
+            np.add(xc[lo:hi], tmp[lo:hi], out=xc[lo:hi])
+
+        self._each(n, c * s, chunk)
         return dx, sum_dy_xhat.astype(x.dtype), sum_dy.astype(x.dtype)
 
     def backward_eval(self, dy, x, weight, running_mean, running_var, eps):
@@ -137,19 +178,28 @@ class NumpyKernel:
         invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
         g = np.ones(c) if weight is None else weight.astype(np.float64)
         dx = self.outputs.empty(x.shape, x.dtype)
-        xc = np.subtract(x.reshape(n, c, s), _per_channel(running_mean, x.dtype), out=dx.reshape(n, c, s))
-        sum_dy, sum_dy_xc = self._sums(dy, xc)
-        np.multiply(dy.reshape(n, c, s), _per_channel(g * invstd, x.dtype), out=dx.reshape(n, c, s))
+        x3, dy3, out = x.reshape(n, c, s), dy.reshape(n, c, s), dx.reshape(n, c, s)
+        rm_t, k_t = _per_channel(running_mean, x.dtype), _per_channel(g * invstd, x.dtype)
+        self._each(n, c * s, lambda lo, hi: np.subtract(x3[lo:hi], rm_t, out=out[lo:hi]))
+        sum_dy, sum_dy_xc = self._sums(dy, out)
+        self._each(n, c * s, lambda lo, hi: np.multiply(dy3[lo:hi], k_t, out=out[lo:hi]))
         return dx, (sum_dy_xc * invstd).astype(x.dtype), sum_dy.astype(x.dtype)
 
 
 class NumpyBackend:
     """KernelModule + a NumPy kernel. Pass another kernel to test a variant of it."""
 
-    def __init__(self, kernel: Optional[NumpyKernel] = None, name: str = "numpy") -> None:
-        self.kernel = kernel or NumpyKernel()
+    def __init__(self, kernel: Optional[NumpyKernel] = None, name: str = "numpy", threads: Optional[int] = None) -> None:
+        self._kernel = kernel
+        self.threads = threads
         self.name = name
         self.capabilities = kernel_capabilities(backward=True)
+
+    @property
+    def kernel(self) -> NumpyKernel:
+        if self._kernel is None:
+            self._kernel = NumpyKernel(self.threads)
+        return self._kernel
 
     def version(self) -> str:
         try:

@@ -2,6 +2,7 @@
 #include "bnc.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #ifdef _OPENMP
@@ -14,6 +15,8 @@
 #define BLOCK_WIDTH 2048
 /* Below this many elements a single thread is faster than waking a team. */
 #define PARALLEL_MIN 32768
+/* Input + output above this size: outputs are written with streaming stores. */
+#define STREAM_MIN_BYTES (48.0 * 1024 * 1024)
 
 const char *bn_strerror(int code) {
     switch (code) {
@@ -36,14 +39,38 @@ int bn_openmp_enabled(void) {
 #endif
 }
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define BNC_STREAM_WIDTH (64 / (int)sizeof(T))
+#elif defined(__AVX__)
+#include <immintrin.h>
+#define BNC_STREAM_WIDTH (32 / (int)sizeof(T))
+#endif
+
 #define T float
 #define SFX f32
+#if defined(__AVX512F__)
+#define BNC_STREAM(p, q, m, a, b) \
+    _mm512_stream_ps((q), _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(p), _mm512_set1_ps(m)), _mm512_set1_ps(a), _mm512_set1_ps(b)))
+#elif defined(__AVX__)
+#define BNC_STREAM(p, q, m, a, b) \
+    _mm256_stream_ps((q), _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p), _mm256_set1_ps(m)), _mm256_set1_ps(a)), _mm256_set1_ps(b)))
+#endif
 #include "bnc_impl.h"
+#undef BNC_STREAM
 #undef T
 #undef SFX
 
 #define T double
 #define SFX f64
+#if defined(__AVX512F__)
+#define BNC_STREAM(p, q, m, a, b) \
+    _mm512_stream_pd((q), _mm512_fmadd_pd(_mm512_sub_pd(_mm512_loadu_pd(p), _mm512_set1_pd(m)), _mm512_set1_pd(a), _mm512_set1_pd(b)))
+#elif defined(__AVX__)
+#define BNC_STREAM(p, q, m, a, b) \
+    _mm256_stream_pd((q), _mm256_add_pd(_mm256_mul_pd(_mm256_sub_pd(_mm256_loadu_pd(p), _mm256_set1_pd(m)), _mm256_set1_pd(a)), _mm256_set1_pd(b)))
+#endif
 #include "bnc_impl.h"
+#undef BNC_STREAM
 #undef T
 #undef SFX

@@ -77,6 +77,22 @@ static void FN(block_stats)(const T *restrict x, int64_t N, int64_t C, int64_t S
     }
 }
 
+/* q[i] = (p[i] - m) * a + b. With `stream`, the stores bypass the cache (no read-for-ownership
+ * of the output): worth it once input and output no longer fit in the last-level cache. */
+static inline void FN(norm_run)(const T *restrict p, T *restrict q, int64_t len, T m, T a, T b, int stream) {
+    int64_t i = 0;
+#if defined(BNC_STREAM_WIDTH)
+    if (stream) {
+        for (; i < len && ((uintptr_t)(q + i) % 64) != 0; ++i) q[i] = (p[i] - m) * a + b;
+        for (; i + BNC_STREAM_WIDTH <= len; i += BNC_STREAM_WIDTH) BNC_STREAM(p + i, q + i, m, a, b);
+    }
+#else
+    (void)stream;
+#endif
+#pragma omp simd
+    for (int64_t j = i; j < len; ++j) q[j] = (p[j] - m) * a + b;
+}
+
 /* y = (x - m[c]) * a[c] + b[c] in the data type: the subtraction is exact for x near m, so
  * float32 keeps torch's accuracy while using full-width vectors. Large planes are split across
  * threads plane by plane; small ones row by row (n), the channel loop inside. */
@@ -84,15 +100,15 @@ static void FN(affine_map)(const T *restrict x, T *restrict y, int64_t N, int64_
                            const T *restrict m, const T *restrict a, const T *restrict b, int nt) {
     if (S >= PLANE_MIN) {
         const int64_t planes = N * C;
+        const int stream = (double)planes * (double)S * sizeof(T) * 2 > STREAM_MIN_BYTES;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
         for (int64_t pl = 0; pl < planes; ++pl) {
             const int64_t c = pl % C;
-            const T mc = m[c], ac = a[c], bc = b[c];
-            const T *restrict p = x + pl * S;
-            T *restrict q = y + pl * S;
-#pragma omp simd
-            for (int64_t i = 0; i < S; ++i) q[i] = (p[i] - mc) * ac + bc;
+            FN(norm_run)(x + pl * S, y + pl * S, S, m[c], a[c], b[c], stream);
         }
+#if defined(BNC_STREAM_WIDTH)
+        if (stream) _mm_sfence();
+#endif
         return;
     }
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -121,26 +137,24 @@ static int64_t FN(block_channels)(int64_t C, int64_t S, int nt) {
     return block < 1 ? 1 : block;
 }
 
-static void FN(stats_all)(const T *restrict x, int64_t N, int64_t C, int64_t S, double *mean, double *var, int nt) {
-    if (S >= PLANE_MIN) {
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-        for (int64_t c = 0; c < C; ++c) FN(plane_stats)(x, N, C, S, c, &mean[c], &var[c]);
-        return;
-    }
-    const int64_t block = FN(block_channels)(C, S, nt);
-    const int64_t nblocks = (C + block - 1) / block;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        double *acc = (double *)malloc(sizeof(double) * (size_t)(2 * block * S));
-#pragma omp for schedule(static)
-        for (int64_t bi = 0; bi < nblocks; ++bi) {
-            const int64_t c0 = bi * block, c1 = c0 + block < C ? c0 + block : C;
-            if (acc) FN(block_stats)(x, N, C, S, c0, c1, acc, mean, var);
-            else
-                for (int64_t c = c0; c < c1; ++c) FN(plane_stats)(x, N, C, S, c, &mean[c], &var[c]);
+/* y = (x - m[c]) * a[c] + b[c] for channels [c0, c1) only, every n. */
+static void FN(block_normalize)(const T *restrict x, T *restrict y, int64_t N, int64_t C, int64_t S, int64_t c0,
+                                int64_t c1, const T *restrict m, const T *restrict a, const T *restrict b, int stream) {
+    for (int64_t n = 0; n < N; ++n) {
+        const T *restrict p = x + (n * C + c0) * S;
+        T *restrict q = y + (n * C + c0) * S;
+        if (S == 1) {
+            const int64_t w = c1 - c0;
+            const T *restrict mm = m + c0, *restrict aa = a + c0, *restrict bb = b + c0;
+#pragma omp simd
+            for (int64_t j = 0; j < w; ++j) q[j] = (p[j] - mm[j]) * aa[j] + bb[j];
+            continue;
         }
-        free(acc);
+        for (int64_t c = c0; c < c1; ++c) FN(norm_run)(p + (c - c0) * S, q + (c - c0) * S, S, m[c], a[c], b[c], stream);
     }
+#if defined(BNC_STREAM_WIDTH)
+    if (stream) _mm_sfence();
+#endif
 }
 
 static int FN(check_x)(const void *x, int64_t x_len, const void *y, int64_t y_len, int64_t N, int64_t C, int64_t S) {
@@ -171,21 +185,38 @@ int FN(bn_forward_train_)(const T *x, int64_t x_len, T *y, int64_t y_len, int64_
     double *var = (double *)malloc(sizeof(double) * (size_t)C + sizeof(T) * (size_t)(3 * C) + 1);
     if (!var) return BN_ERR_NULL;
     T *m = (T *)(var + C), *a = m + C, *b = m + 2 * C;
-    FN(stats_all)(x, N, C, S, save_mean, var, nt);
-    for (int64_t c = 0; c < C; ++c) {
-        const double invstd = 1.0 / sqrt(var[c] + eps);
-        const double w = weight ? (double)weight[c] : 1.0;
-        save_invstd[c] = invstd;
-        m[c] = (T)save_mean[c];
-        a[c] = (T)(w * invstd);
-        b[c] = bias ? bias[c] : (T)0;
-        if (running_mean) {
-            const double unbiased = var[c] * (double)n / (double)(n - 1);
-            running_mean[c] = (T)((1.0 - factor) * (double)running_mean[c] + factor * save_mean[c]);
-            running_var[c] = (T)((1.0 - factor) * (double)running_var[c] + factor * unbiased);
+    /* One pass of work per block of channels, each thread on its own channels: statistics,
+     * then the output while the block's data is still in this core's cache. */
+    const int64_t block = S >= PLANE_MIN ? 1 : FN(block_channels)(C, S, nt);
+    const int64_t nblocks = (C + block - 1) / block;
+    const int stream = (double)N * (double)C * (double)S * sizeof(T) * 2 > STREAM_MIN_BYTES;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        double *acc = S >= PLANE_MIN ? NULL : (double *)malloc(sizeof(double) * (size_t)(2 * block * S));
+#pragma omp for schedule(static)
+        for (int64_t bi = 0; bi < nblocks; ++bi) {
+            const int64_t c0 = bi * block, c1 = c0 + block < C ? c0 + block : C;
+            if (acc)
+                FN(block_stats)(x, N, C, S, c0, c1, acc, save_mean, var);
+            else
+                for (int64_t c = c0; c < c1; ++c) FN(plane_stats)(x, N, C, S, c, &save_mean[c], &var[c]);
+            for (int64_t c = c0; c < c1; ++c) {
+                const double invstd = 1.0 / sqrt(var[c] + eps);
+                const double w = weight ? (double)weight[c] : 1.0;
+                save_invstd[c] = invstd;
+                m[c] = (T)save_mean[c];
+                a[c] = (T)(w * invstd);
+                b[c] = bias ? bias[c] : (T)0;
+                if (running_mean) {
+                    const double unbiased = var[c] * (double)n / (double)(n - 1);
+                    running_mean[c] = (T)((1.0 - factor) * (double)running_mean[c] + factor * save_mean[c]);
+                    running_var[c] = (T)((1.0 - factor) * (double)running_var[c] + factor * unbiased);
+                }
+            }
+            FN(block_normalize)(x, y, N, C, S, c0, c1, m, a, b, stream);
         }
+        free(acc);
     }
-    FN(affine_map)(x, y, N, C, S, m, a, b, nt);
     free(var);
     return BN_OK;
 }
@@ -370,7 +401,7 @@ int FN(bn_backward_eval_)(const T *dy, int64_t dy_len, const T *x, T *dx, int64_
     if (rc) return rc;
     if (!running_mean || !running_var) return BN_ERR_NULL;
     if (!(eps >= 0.0)) return BN_ERR_EPS;
-    double *buf = (double *)malloc(sizeof(double) * (size_t)(3 * C) + sizeof(T) * (size_t)(2 * C) + 1);
+    double *buf = (double *)calloc(1, sizeof(double) * (size_t)(3 * C) + sizeof(T) * (size_t)(2 * C) + 1);
     if (!buf) return BN_ERR_NULL;
     double *center = buf, *sdy = buf + C, *sdyx = buf + 2 * C;
     T *k1 = (T *)(buf + 3 * C), *zero = k1 + C;
