@@ -113,10 +113,12 @@ def bench(args: argparse.Namespace) -> int:
         import torch
 
         threads = torch.get_num_threads()
+    for var in [v for v in os.environ if v.startswith("PYTEST_XDIST_")]:
+        del os.environ[var]  # launched from an xdist worker: benchmarks would be disabled
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "benchmark.json"
         pytest_args = [
-            str(ROOT / "runners" / "bench_cases.py"), "--rootdir", str(ROOT), "-p", "no:cacheprovider", "-q",
+            str(ROOT / "runners" / "bench_cases.py"), "--rootdir", str(ROOT), "-p", "no:cacheprovider", "-p", "no:xdist", "-q",
             f"--benchmark-json={raw}", "--benchmark-min-rounds=5", f"--benchmark-max-time={args.max_time}",
             "--benchmark-warmup=on", "--benchmark-warmup-iterations=1", "--benchmark-disable-gc",
             "--benchmark-columns=median,min,max,rounds", "--benchmark-sort=name",
