@@ -26,9 +26,19 @@ def _ncs(x: Array) -> tuple[int, int, int]:
     return x.shape[0], x.shape[1], math.prod(x.shape[2:])
 
 
-def _per_channel(v: Array, dtype: np.dtype) -> Array:
-    """A per-channel vector shaped to broadcast against (N, C, S)."""
-    return np.asarray(v, dtype=dtype).reshape(1, -1, 1)
+EXPAND_MAX = 1 << 20  # C*S up to which per-channel vectors are expanded to every position
+
+
+def _rows(a: Array, n: int, c: int, s: int) -> Array:
+    """The view element-wise work runs on: (N, C*S) rows, or (N, C, S) for very wide rows."""
+    return a.reshape(n, c * s) if c * s <= EXPAND_MAX else a.reshape(n, c, s)
+
+
+def _per_channel(v: Array, dtype: np.dtype, c: int, s: int) -> Array:
+    """A per-channel vector shaped to broadcast against _rows(): repeated over the S positions
+    when rows are (N, C*S), so NumPy's inner loops run over whole rows, not S values at a time."""
+    v = np.asarray(v, dtype=dtype)
+    return np.repeat(v, s).reshape(1, c * s) if c * s <= EXPAND_MAX else v.reshape(1, c, 1)
 
 
 class NumpyKernel:
@@ -99,12 +109,12 @@ class NumpyKernel:
         keeps the subtraction first (no cancellation for offset data); three if a scale is 0.
         """
         n, c, s = _ncs(x)
-        x3, y3 = x.reshape(n, c, s), y.reshape(n, c, s)
+        x3, y3 = _rows(x, n, c, s), _rows(y, n, c, s)
         scale = np.asarray(scale, dtype=np.float64)
         fold = bias is not None and bool(np.all(scale != 0))
         centre = np.asarray(mean, np.float64) - (bias / scale if fold else 0.0)
-        centre, scale_t = _per_channel(centre, x.dtype), _per_channel(scale, x.dtype)
-        bias_t = None if bias is None or fold else _per_channel(bias, x.dtype)
+        centre, scale_t = _per_channel(centre, x.dtype, c, s), _per_channel(scale, x.dtype, c, s)
+        bias_t = None if bias is None or fold else _per_channel(bias, x.dtype, c, s)
 
         def chunk(lo: int, hi: int) -> None:
             np.subtract(x3[lo:hi], centre, out=y3[lo:hi])
@@ -152,17 +162,17 @@ class NumpyKernel:
         n, c, s = _ncs(x)
         count = n * s
         dx = self.outputs.empty(x.shape, x.dtype)
-        x3, dy3, xc = x.reshape(n, c, s), dy.reshape(n, c, s), dx.reshape(n, c, s)
-        m_t = _per_channel(mean, x.dtype)
+        x3, dy3, xc = _rows(x, n, c, s), _rows(dy, n, c, s), _rows(dx, n, c, s)
+        m_t = _per_channel(mean, x.dtype, c, s)
         self._each(n, c * s, lambda lo, hi: np.subtract(x3[lo:hi], m_t, out=xc[lo:hi]))
         sum_dy, sum_dy_xc = self._sums(dy, xc)
         sum_dy_xhat = sum_dy_xc * invstd
         g = np.ones(c) if weight is None else weight.astype(np.float64)
         # dx = g*invstd*(dy - sum_dy/n - xhat*sum_dy_xhat/n), xhat = xc*invstd
-        k1 = _per_channel(g * invstd, x.dtype)
-        k2 = _per_channel(-g * invstd * invstd * sum_dy_xhat / count, x.dtype)
-        k3 = _per_channel(-g * invstd * sum_dy / count, x.dtype)
-        tmp = self.outputs.empty(x.shape, x.dtype).reshape(n, c, s)
+        k1 = _per_channel(g * invstd, x.dtype, c, s)
+        k2 = _per_channel(-g * invstd * invstd * sum_dy_xhat / count, x.dtype, c, s)
+        k3 = _per_channel(-g * invstd * sum_dy / count, x.dtype, c, s)
+        tmp = _rows(self.outputs.empty(x.shape, x.dtype), n, c, s)
 
         def chunk(lo: int, hi: int) -> None:
             np.multiply(xc[lo:hi], k2, out=xc[lo:hi])
@@ -178,8 +188,8 @@ class NumpyKernel:
         invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
         g = np.ones(c) if weight is None else weight.astype(np.float64)
         dx = self.outputs.empty(x.shape, x.dtype)
-        x3, dy3, out = x.reshape(n, c, s), dy.reshape(n, c, s), dx.reshape(n, c, s)
-        rm_t, k_t = _per_channel(running_mean, x.dtype), _per_channel(g * invstd, x.dtype)
+        x3, dy3, out = _rows(x, n, c, s), _rows(dy, n, c, s), _rows(dx, n, c, s)
+        rm_t, k_t = _per_channel(running_mean, x.dtype, c, s), _per_channel(g * invstd, x.dtype, c, s)
         self._each(n, c * s, lambda lo, hi: np.subtract(x3[lo:hi], rm_t, out=out[lo:hi]))
         sum_dy, sum_dy_xc = self._sums(dy, out)
         self._each(n, c * s, lambda lo, hi: np.multiply(dy3[lo:hi], k_t, out=out[lo:hi]))
