@@ -15,6 +15,7 @@ def test_conformance(conformance_cell, record_property) -> None:
     result = run_case(case, backend, backend_name)
     record_property("bnconform_outcome", result.outcome)
     record_property("bnconform_message", result.message)
+    record_property("bnconform_diagnosis", list(result.diagnosis))
     if result.outcome == "skipped":
         pytest.skip(result.message)
     if result.outcome in ("failed", "error"):

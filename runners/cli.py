@@ -42,7 +42,51 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=0, metavar="N", help="threads for every backend (default: torch's)")
     bench.add_argument("--shape", action="append", default=[], metavar="NxCx...", help="only this shape, e.g. 4x8x4x4 (repeatable)")
     bench.add_argument("--max-time", type=float, default=0.5, metavar="S", help="seconds per benchmark beyond 5 rounds (default 0.5)")
+    mut = sub.add_parser("mutants", help="score the suite on deliberately broken backends: killed and diagnosed")
+    mut.add_argument("--corpus", default="tests.mutants", metavar="MODULE",
+                     help="module with MUTANTS and CAUSE (default: tests.mutants)")
+    mut.add_argument("--mutant", action="append", default=[], metavar="NAME", help="only this mutant (repeatable)")
+    mut.add_argument("--specs", action="append", default=[], metavar="DIR", help="extra spec directory (repeatable)")
+    mut.add_argument("--out", default="reports", metavar="DIR", help="writes mutants.md and mutants.json here")
     return parser
+
+
+def mutants(args: argparse.Namespace) -> int:
+    """Mutation score; exit 1 when a mutant survives or fewer than 90% are diagnosed correctly."""
+    import json
+
+    from runners.mutation import load_corpus, report, score, summary
+
+    _importable_from_cwd()
+    sys.path.insert(0, str(ROOT))  # the corpus lives in tests/
+    try:
+        cases = load_cases([BUILTIN_SPECS] + [Path(d) for d in args.specs])
+        corpus, causes = load_corpus(args.corpus)
+    except (SpecError, ImportError, AttributeError, ValueError) as exc:
+        print(f"bnconform: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    names = args.mutant or list(corpus)
+    unknown = [n for n in names if n not in corpus]
+    if unknown:
+        print(f"bnconform: unknown mutant {unknown}; corpus has {', '.join(corpus)}", file=sys.stderr)
+        return EXIT_USAGE
+    scores = []
+    for name in names:
+        scores.append(score(name, corpus[name], causes[name], cases))
+        m = scores[-1]
+        print(f"{name}: {'killed' if m.killed else 'SURVIVED'} ({m.failed}/{m.cases} cases failed); "
+              f"diagnosis: {', '.join(m.top_diagnoses) or 'none'}", flush=True)
+    text, data = report(scores)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "mutants.md").write_text(text)
+    (out / "mutants.json").write_text(json.dumps(data, indent=2) + "\n")
+    s = summary(scores)
+    print(f"\nmutation score: killed {s['killed']}/{s['total']}, correctly diagnosed "
+          f"{s['diagnosed']}/{s['with_known_cause']}")
+    print(f"wrote {out / 'mutants.md'}\nwrote {out / 'mutants.json'}")
+    ok = not s["survivors"] and s["diagnosed"] >= 0.9 * s["with_known_cause"]
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def _pytest_args(args: argparse.Namespace) -> list[str]:
@@ -140,6 +184,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run(args)
     if args.command == "bench":
         return bench(args)
+    if args.command == "mutants":
+        return mutants(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 

@@ -127,6 +127,7 @@ class ResultCollector:
             message=message,
             duration=round(float(getattr(report, "duration", 0.0)), 6),
             tolerance=props.get("tolerance", ""),
+            diagnosis=list(props.get("bnconform_diagnosis", [])),
         )
 
     @staticmethod

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from cases.deviations import DEVIATIONS
 from runners.results import OUTCOMES, RunReport
 
 CELL = {
@@ -65,10 +66,22 @@ def markdown(report: RunReport) -> str:
         lines += [tabulate(table, headers=["case"] + backends, tablefmt="github"), ""]
 
     problems = [r for r in report.results if r.outcome in ("failed", "error", "xpassed")]
+    causes: dict[tuple[str, str], int] = {}
+    for r in problems:
+        for d in r.diagnosis or ["(none found)"]:
+            causes[(r.backend, d)] = causes.get((r.backend, d), 0) + 1
+    if causes:
+        lines += ["## Likely causes", "",
+                  "Known deviations whose predictions reproduce the failed cases' observed values "
+                  "(cases/deviations.py).", ""]
+        rows = [[b, f"`{d}`" if d in DEVIATIONS else d, DEVIATIONS.get(d, ""), n]
+                for (b, d), n in sorted(causes.items(), key=lambda kv: (kv[0][0], -kv[1]))]
+        lines += [tabulate(rows, headers=["backend", "deviation", "meaning", "failed cases"], tablefmt="github"), ""]
     if problems:
         lines += ["## Failures", ""]
         for r in problems:
-            lines += [f"### `{r.spec}` on {r.backend}: {r.outcome}", "", "```", r.message.strip(), "```", ""]
+            diagnosis = f"Diagnosis: {', '.join(f'`{d}`' for d in r.diagnosis)}" if r.diagnosis else "Diagnosis: none found"
+            lines += [f"### `{r.spec}` on {r.backend}: {r.outcome}", "", diagnosis, "", "```", r.message.strip(), "```", ""]
     skips: dict[tuple[str, str], int] = {}
     for r in report.results:
         if r.outcome == "skipped":

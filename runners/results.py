@@ -21,6 +21,7 @@ class CaseResult:
     message: str = ""
     duration: float = 0.0
     tolerance: str = ""  # e.g. "rtol=0.0001 atol=1e-05 (float32)"
+    diagnosis: list[str] = field(default_factory=list)  # deviations reproducing a failure (cases/deviations.py)
 
 
 @dataclass

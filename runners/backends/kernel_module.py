@@ -148,6 +148,20 @@ class KernelModule:
         return 1.0 - self.momentum if self.decay_convention else self.momentum
 
     # -- forward -----------------------------------------------------------------------
+    def _count_batch(self, m: Optional[float]) -> float:
+        """Count a tracked training batch; return its EMA factor (1/k for momentum None)."""
+        nbt = self.buffers["num_batches_tracked"]
+        nbt += 1
+        return 1.0 / float(nbt) if m is None else m
+
+    def _plan(self) -> tuple[bool, Optional[Array], Optional[Array]]:
+        """Whether batch statistics normalise, and the buffers the kernel gets (to update or use)."""
+        rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+        batch_stats = self.training or (rm is None and rv is None)
+        if self.training and not self.track_running_stats:
+            rm = rv = None  # flipped off after construction: neither used nor updated
+        return batch_stats, rm, rv
+
     def _check_rank(self, x: Array) -> None:
         if x.ndim not in RANKS[self.dim]:
             want = " or ".join(f"{r}D" for r in RANKS[self.dim])
@@ -158,14 +172,9 @@ class KernelModule:
         self._check_rank(x)
         m = self._new_batch_weight()
         factor = 0.0 if m is None else m
-        nbt = self.buffers["num_batches_tracked"]
-        if self.training and self.track_running_stats and nbt is not None:
-            nbt += 1  # before any other check, as torch does
-            factor = 1.0 / float(nbt) if m is None else m
-        rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
-        batch_stats = self.training or (rm is None and rv is None)
-        if self.training and not self.track_running_stats:
-            rm = rv = None  # flipped off after construction: neither used nor updated
+        if self.training and self.track_running_stats and self.buffers["num_batches_tracked"] is not None:
+            factor = self._count_batch(m)  # before any other check, as torch does
+        batch_stats, rm, rv = self._plan()
         n = x.shape[0] * math.prod(x.shape[2:])
         if batch_stats and n == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {list(x.shape)}")

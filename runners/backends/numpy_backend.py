@@ -99,7 +99,16 @@ class NumpyKernel:
         return mean, np.maximum(m2, 0.0) / (n * s)
 
     def unbiased(self, var: Array, n: int) -> Array:
+        """The variance the running buffer takes (Bessel's correction)."""
         return var * n / (n - 1)
+
+    def normalising_var(self, var: Array, n: int) -> Array:
+        """The variance the output is normalised with: the biased one."""
+        return var
+
+    def invstd(self, var: Array, eps: float) -> Array:
+        """1/sqrt(var + eps), eps inside the root (float64)."""
+        return 1.0 / np.sqrt(np.asarray(var, dtype=np.float64) + eps)
 
     # -- forward ----------------------------------------------------------------------
     def _normalise(self, x: Array, y: Array, mean: Array, scale: Array, bias: Optional[Array]) -> Array:
@@ -129,7 +138,7 @@ class NumpyKernel:
         n, _, s = _ncs(x)
         y = self.outputs.empty(x.shape, x.dtype)
         mean, var = self.batch_stats(x, scratch=y)
-        invstd = 1.0 / np.sqrt(var + eps)
+        invstd = self.invstd(self.normalising_var(var, n * s), eps)
         if running_mean is not None and running_var is not None:
             running_mean[...] = (1 - factor) * running_mean + factor * mean
             running_var[...] = (1 - factor) * running_var + factor * self.unbiased(var, n * s)
@@ -137,7 +146,7 @@ class NumpyKernel:
         return self._normalise(x, y, mean, scale, bias), mean, invstd
 
     def forward_eval(self, x, weight, bias, running_mean, running_var, eps):
-        invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+        invstd = self.invstd(running_var, eps)
         scale = invstd if weight is None else invstd * weight
         return self._normalise(x, self.outputs.empty(x.shape, x.dtype), running_mean, scale, bias)
 
@@ -185,7 +194,7 @@ class NumpyKernel:
 
     def backward_eval(self, dy, x, weight, running_mean, running_var, eps):
         n, c, s = _ncs(x)
-        invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+        invstd = self.invstd(running_var, eps)
         g = np.ones(c) if weight is None else weight.astype(np.float64)
         dx = self.outputs.empty(x.shape, x.dtype)
         x3, dy3, out = _rows(x, n, c, s), _rows(dy, n, c, s), _rows(dx, n, c, s)

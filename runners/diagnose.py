@@ -1,0 +1,61 @@
+"""Name the likely cause of a failure: which known deviation reproduces what the module showed.
+
+Runs only when a case has failed. For each relevant deviation (cases/deviations.py) the oracle
+is replayed with that one switch on, over the same steps and inputs, up to the failing step;
+the deviation explains the failure when every value the module showed on the way (outputs,
+buffers, grads, state_dict keys, raised or not) matches the switched oracle within the case's
+tolerance. Several may explain one failure when the case cannot tell them apart.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from cases.deviations import DEVIATIONS, relevant
+from cases.model import Case
+from cases.oracle import OracleError
+from cases.schema import Step
+from runners.compare import mismatch
+from runners.scenario import Run, SpecInconsistent, init
+
+
+def _explains(case: Case, steps: list[Step], seen: dict[int, list[tuple[str, Any]]], last: int, name: str) -> bool:
+    run = Run(case, deviations=(name,))
+    try:
+        init(run)
+    except (OracleError, SpecInconsistent):
+        return False
+    for position, step in enumerate(steps[: last + 1]):
+        raised = None
+        try:
+            run.apply(step, "oracle")
+        except OracleError as exc:
+            raised = exc.kind
+        except SpecInconsistent:
+            return False
+        observed = seen.get(position, [])
+        if raised is not None and not any(key == "error" for key, _ in observed):
+            return False  # the switched oracle raises where the module did not
+        for key, value in observed:
+            if key == "error":
+                if value != raised:
+                    return False
+            elif key == "state_dict_keys":
+                if list(run.sides["oracle"].state_dict()) != value:
+                    return False
+            else:
+                try:
+                    predicted = run.value("oracle", key)
+                except SpecInconsistent:
+                    return False
+                if mismatch(key, predicted, value, case.tolerance) is not None:
+                    return False
+    return True
+
+
+def diagnose(case: Case, steps: list[Step], log: list[tuple[int, str, Any]], last: int) -> list[str]:
+    """Deviations that reproduce every observation up to step position `last`."""
+    seen: dict[int, list[tuple[str, Any]]] = defaultdict(list)
+    for position, key, value in log:
+        seen[position].append((key, value))
+    return [name for name in DEVIATIONS if relevant(name, case) and _explains(case, steps, seen, last, name)]

@@ -1,0 +1,158 @@
+"""Drive a case's steps on a module and on the oracle (or on the oracle alone).
+
+One dispatch serves both sides, since the oracle follows the module protocol. Used by the
+executor (module beside the reference) and by the diagnosis (the oracle with a deviation).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+import numpy as np
+
+from cases.inputs import materialize
+from cases.model import Case
+from cases.oracle import Oracle, OracleError
+from cases.schema import QUANTITIES, Step
+from runners.compare import mismatch
+
+# What `expect: oracle` checks after each kind of step.
+ORACLE_DEFAULTS = {
+    "forward": ("output", "running_mean", "running_var", "num_batches_tracked"),
+    "backward": ("grad_input", "grad_weight", "grad_bias"),
+}
+STATE = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+class SpecInconsistent(Exception):
+    """The spec contradicts the reference (oracle): a spec bug, reported as an error."""
+
+
+def describe_step(step: Step, index: int) -> str:
+    return f"step {index} ({step.action}{': ' + step.note if step.note else ''})"
+
+
+def exception_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+def is_type(exc: BaseException, name: str) -> bool:
+    return any(cls.__name__ == name for cls in type(exc).__mro__)
+
+
+class Run:
+    """State of one case run: the module and the oracle, driven by the same steps.
+
+    The oracle follows the module protocol too (in float64 internally), so one dispatch
+    serves both sides; each side keeps what its steps made observable and what it saved.
+    """
+
+    def __init__(self, case: Case, module: Any = None, deviations: Iterable[str] = ()) -> None:
+        self.case = case
+        self.cfg = case.config
+        self.sides = {"oracle": Oracle(case.config, deviations)}
+        if module is not None:
+            self.sides["module"] = module
+        # What the module showed, step by step: (step position, quantity or "error" or
+        # "state_dict_keys", value). Only read when a case fails, to diagnose it.
+        self.log: list[tuple[int, str, Any]] = []
+        self.observed: dict[str, dict[str, Any]] = {"module": {}, "oracle": {}}
+        self.saved: dict[str, dict[str, dict]] = {"module": {}, "oracle": {}}
+
+    def array(self, source: Any) -> np.ndarray:
+        return materialize(source, self.cfg.dim, self.cfg.dtype)
+
+    def apply(self, step: Step, side: str) -> None:
+        """Perform one step on the module or the oracle."""
+        target, args, act = self.sides[side], step.args, step.action
+        observed = self.observed[side]
+        if act in ("train", "eval", "reset_running_stats", "reset_parameters"):
+            getattr(target, act)()
+        elif act == "set":
+            for k, v in args.values.items():
+                target.set_attribute(k, v)
+        elif act == "forward":
+            observed.clear()
+            observed["output"] = target.forward(self.array(args.input))
+        elif act == "backward":
+            grads = target.backward(self.array(args.grad))
+            observed.update({f"grad_{k}": v for k, v in grads.items()})
+        elif act == "state_dict":
+            self.saved[side][args.save_as] = target.state_dict()
+        elif act == "load_state_dict":
+            target.load_state_dict(self._load_values(args, self.saved[side]), strict=args.strict)
+        elif act == "requires_grad":
+            for k in ("weight", "bias"):
+                if getattr(args, k) is not None:
+                    target.set_requires_grad(k, getattr(args, k))
+
+    def _load_values(self, args: Any, saved: dict[str, dict]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if args.from_ is not None:
+            if args.from_ not in saved:
+                raise SpecInconsistent(f"load_state_dict from {args.from_!r}, which no state_dict step saved")
+            values.update({k: v for k, v in saved[args.from_].items() if k not in args.drop})
+        for k, v in args.values.items():
+            if k == "num_batches_tracked":
+                values[k] = np.asarray(int(v), dtype=np.int64)
+            else:
+                values[k] = np.asarray(v, dtype=np.float64).astype(self.cfg.dtype)
+        return values
+
+    # -- expectations -----------------------------------------------------------------
+    def value(self, side: str, quantity: str) -> Any:
+        if quantity in self.observed[side]:
+            return self.observed[side][quantity]
+        if quantity == "output" or quantity.startswith("grad_"):
+            raise SpecInconsistent(f"expects {quantity} but no step produced it")
+        return self.sides[side].get(quantity)
+
+    def check(self, step: Step, position: int, index: int) -> Optional[str]:
+        """Compare the module with the step's expectations (logging what it showed)."""
+        exp = step.expect
+        if exp is None:
+            return None
+        wanted: dict[str, Any] = dict(exp.values)
+        if exp.all_oracle:
+            for q in ORACLE_DEFAULTS.get(step.action, STATE):
+                wanted.setdefault(q, "oracle")
+        problems = []
+        tol = self.case.tolerance
+        for q in QUANTITIES:
+            if q not in wanted:
+                continue
+            source = "oracle" if wanted[q] == "oracle" else "golden"
+            expected = self.value("oracle", q) if source == "oracle" else wanted[q]
+            actual = self.value("module", q)
+            self.log.append((position, q, None if actual is None else np.array(actual, copy=True)))
+            diff = mismatch(q, expected, actual, tol)
+            if diff:
+                problems.append(f"{q} differs after {describe_step(step, index)} [expected: {source}, {self.cfg.dtype}]\n  {diff}")
+        if exp.state_dict_keys is not None:
+            keys = list(self.sides["module"].state_dict().keys())
+            self.log.append((position, "state_dict_keys", keys))
+            if keys != list(exp.state_dict_keys):
+                problems.append(
+                    f"state_dict keys differ after {describe_step(step, index)}: expected {exp.state_dict_keys}, got {keys}"
+                )
+        return "\n".join(problems) or None
+
+
+def init(run: Run) -> None:
+    for name, source in run.case.init.items():
+        value = int(np.asarray(source).item()) if name == "num_batches_tracked" else run.array(source)
+        try:
+            run.sides["oracle"].assign(name, value)
+        except OracleError as exc:
+            raise SpecInconsistent(f"init sets {name}, which the reference does not have ({exc})") from None
+        if "module" in run.sides:
+            run.sides["module"].assign(name, value)
+
+
+def steps_of(case: Case) -> list[Step]:
+    """The steps as run: an eval() first when the case starts in eval mode."""
+    steps = list(case.steps)
+    if not case.config.training:
+        steps.insert(0, Step.model_validate("eval"))
+    return steps
+
+
