@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=0, metavar="N", help="threads for every backend (default: torch's)")
     bench.add_argument("--shape", action="append", default=[], metavar="NxCx...", help="only this shape, e.g. 4x8x4x4 (repeatable)")
     bench.add_argument("--max-time", type=float, default=0.5, metavar="S", help="seconds per benchmark beyond 5 rounds (default 0.5)")
+    chk = sub.add_parser("check", help="one backend, the plugin author's view: verdict per family, first failures")
+    chk.add_argument("--backend", required=True, metavar="NAME", help="the backend to check")
+    chk.add_argument("--specs", action="append", default=[], metavar="DIR", help="extra spec directory (repeatable)")
+    chk.add_argument("--family", action="append", default=[], metavar="NAME", help="only this family (repeatable)")
     mut = sub.add_parser("mutants", help="score the suite on deliberately broken backends: killed and diagnosed")
     mut.add_argument("--corpus", default="tests.mutants", metavar="MODULE",
                      help="module with MUTANTS and CAUSE (default: tests.mutants)")
@@ -49,6 +53,24 @@ def _parser() -> argparse.ArgumentParser:
     mut.add_argument("--specs", action="append", default=[], metavar="DIR", help="extra spec directory (repeatable)")
     mut.add_argument("--out", default="reports", metavar="DIR", help="writes mutants.md and mutants.json here")
     return parser
+
+
+def check_backend(args: argparse.Namespace) -> int:
+    """Print the check report; exit 1 when a case failed."""
+    from runners.check import check
+
+    _importable_from_cwd()
+    try:
+        cases = load_cases([BUILTIN_SPECS] + [Path(d) for d in args.specs])
+        backend = resolve(args.backend)
+    except (SpecError, UnknownBackend) as exc:
+        print(f"bnconform: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.family:
+        cases = [c for c in cases if c.family in args.family]
+    text, ok = check(args.backend, backend, cases)
+    print(text)
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def mutants(args: argparse.Namespace) -> int:
@@ -186,6 +208,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return bench(args)
     if args.command == "mutants":
         return mutants(args)
+    if args.command == "check":
+        return check_backend(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 

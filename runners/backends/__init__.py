@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import Callable, Optional
 
 from cases.requirements import FEATURES
@@ -60,16 +61,41 @@ class BrokenBackend:
         raise RuntimeError(f"backend {self.name!r} failed to load: {self.error}")
 
 
+ENTRY_POINT_GROUP = "bnconform.backends"
+
+
+def plugins() -> dict[str, str]:
+    """Backends registered by installed packages: entry point name -> `package.module:attr`."""
+    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def resolve(name: str) -> Backend:
-    """A backend by built-in name or `package.module:attr` (an object or a factory)."""
+    """A backend by built-in name, `torch-module:pkg.module:factory`, `pkg.module:attr` (an
+    object or a factory), or the name a package registered under the `bnconform.backends`
+    entry point group."""
     if name in BUILTIN:
         try:
             return BUILTIN[name]()
         except Exception as exc:  # a broken built-in fails its own cells
             return BrokenBackend(name, f"{type(exc).__name__}: {exc}")
+    if name.startswith("torch-module:"):
+        from runners.backends.torch_module import TorchModuleBackend
+
+        return TorchModuleBackend(name.removeprefix("torch-module:"))
     if ":" not in name:
-        raise UnknownBackend(f"unknown backend {name!r}; built-in: {', '.join(BUILTIN)}; or give package.module:attr")
-    module_name, _, attr = name.partition(":")
+        registered = plugins()
+        if name not in registered:
+            raise UnknownBackend(
+                f"unknown backend {name!r}; built-in: {', '.join(BUILTIN)}; plugins: {', '.join(registered) or 'none'}; "
+                "or give package.module:attr or torch-module:package.module:factory")
+        backend = _load(registered[name], name)
+        backend.name = name
+        return backend
+    return _load(name, name)
+
+
+def _load(target: str, name: str) -> Backend:
+    module_name, _, attr = target.partition(":")
     try:
         obj = getattr(importlib.import_module(module_name), attr)
         backend = obj() if callable(obj) and not hasattr(obj, "create") else obj

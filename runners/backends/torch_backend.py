@@ -24,23 +24,29 @@ FEATURES = frozenset(
 
 
 class TorchModule:
-    def __init__(self, config: ModuleConfig, device: str) -> None:
+    """The protocol over any torch module that behaves like nn.BatchNorm{dim}d."""
+
+    def __init__(self, config: ModuleConfig, device: str, factory: Optional[Any] = None) -> None:
         import torch
 
         self.torch = torch
         self.device = device
         self.dtype = getattr(torch, config.dtype)
         self.decay = config.momentum_convention == "decay"
-        cls = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[config.dim]
-        self.m = cls(
-            config.num_features,
+        kwargs = dict(
             eps=config.eps,
             momentum=self._torch_momentum(config.momentum),
             affine=config.affine,
             track_running_stats=config.track_running_stats,
-            device=device,
-            dtype=self.dtype,
         )
+        if factory is None:
+            cls = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[config.dim]
+            module = cls(config.num_features, **kwargs)
+        elif isinstance(factory, type):  # a BatchNorm class of one dimension
+            module = factory(config.num_features, **kwargs)
+        else:
+            module = factory(config.num_features, dim=config.dim, **kwargs)
+        self.m = module.to(device=device, dtype=self.dtype)
         self._x: Any = None
         self._y: Any = None
 
