@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 import pytest
 
 from cases.loader import BUILTIN_SPECS, SpecError, load_cases
+from runners import manifest
 from runners.backends import UnknownBackend, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--case", action="append", default=[], metavar="ID", help="only this case id or glob (repeatable)")
     run.add_argument("--exclude", action="append", default=[], metavar="ID", help="leave out this case id or glob (repeatable)")
     run.add_argument("--family", action="append", default=[], metavar="NAME", help="only this family (repeatable)")
+    run.add_argument("--manifest", action="append", default=[], metavar="FILE",
+                     help="expected-deviation manifest (YAML): matching cells are xfailed (repeatable)")
+    run.add_argument("--strict", action="store_true", help="a manifest entry that passes (xpassed) fails the gate")
     run.add_argument("--out", default="reports", metavar="DIR", help="report directory (default: reports)")
     run.add_argument("-n", "--workers", default="0", metavar="N",
                      help="pytest-xdist workers: a number or 'auto' (default 0: in-process)")
@@ -122,9 +126,11 @@ def _pytest_args(args: argparse.Namespace) -> list[str]:
     ]
     if args.workers not in ("0", ""):
         out += ["-n", args.workers]
-    for flag in ("backend", "specs", "case", "exclude", "family"):
+    for flag in ("backend", "specs", "case", "exclude", "family", "manifest"):
         for value in getattr(args, flag):
-            out += [f"--{flag}", str(Path(value).resolve()) if flag == "specs" else value]
+            out += [f"--{flag}", str(Path(value).resolve()) if flag in ("specs", "manifest") else value]
+    if args.strict:
+        out.append("--strict-manifest")
     return out
 
 
@@ -142,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
         load_cases([BUILTIN_SPECS] + [Path(d) for d in args.specs])
         for name in args.backend:
             resolve(name)
-    except (SpecError, UnknownBackend) as exc:
+        manifest.load(Path(p) for p in args.manifest)
+    except (SpecError, UnknownBackend, manifest.ManifestError) as exc:
         print(f"bnconform: {exc}", file=sys.stderr)
         return EXIT_USAGE
     code = int(pytest.main(_pytest_args(args)))

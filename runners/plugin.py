@@ -16,12 +16,14 @@ import pytest
 import runners
 from cases.loader import BUILTIN_SPECS, SpecError, load_cases
 from cases.model import Case
+from runners import manifest
 from runners.backends import UnknownBackend, default_backends, resolve, unavailable_reason
 from runners.report_writers import terminal_summary, write_all
 from runners.results import BackendInfo, CaseResult, RunReport
 
 CASES_KEY = pytest.StashKey[list]()
 BACKENDS_KEY = pytest.StashKey[list]()
+MANIFEST_KEY = pytest.StashKey[list]()
 NODE_RE = re.compile(r"test_conformance\[(?P<case>.*)\[(?P<backend>[^\[\]]*)\]\]$")
 
 
@@ -38,6 +40,10 @@ def add_options(parser: pytest.Parser) -> None:
                     help="leave out cases whose id equals ID or matches it as a glob (repeatable)")
     group.addoption("--family", action="append", default=[], metavar="NAME",
                     help="run only this family (repeatable)")
+    group.addoption("--manifest", action="append", default=[], metavar="FILE",
+                    help="expected-deviation manifest: matching cells are xfailed (repeatable)")
+    group.addoption("--strict-manifest", action="store_true", default=False,
+                    help="a manifest entry that passes (xpassed) fails the run")
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="write conformance.json and conformance.md here at the end of the run")
     bench = parser.getgroup("bnconform-bench", "BatchNorm timing (runners/bench_cases.py, via `bnconform bench`)")
@@ -77,6 +83,21 @@ def configure(config: pytest.Config) -> None:
         config.stash[BACKENDS_KEY] = [(name, resolve(name)) for name in dict.fromkeys(names)]
     except UnknownBackend as exc:
         raise pytest.UsageError(str(exc)) from None
+    paths = [Path(p) for p in config.getoption("manifest")]
+    for _, backend in config.stash[BACKENDS_KEY]:  # a backend may ship its own manifest
+        if getattr(backend, "manifest", None):
+            paths.append(Path(backend.manifest))
+    try:
+        config.stash[MANIFEST_KEY] = manifest.load(paths)
+    except manifest.ManifestError as exc:
+        raise pytest.UsageError(f"manifest error: {exc}") from None
+    if not hasattr(config, "workerinput"):
+        names = [n for n, _ in config.stash[BACKENDS_KEY]]
+        for entry in config.stash[MANIFEST_KEY]:
+            if not any(entry.matches(c.id, n) for c in config.stash[CASES_KEY] for n in names):
+                config.issue_config_time_warning(
+                    UserWarning(f"manifest {entry.source}: entry {entry.case!r} (backend {entry.backend!r}) "
+                                "matches no selected case"), stacklevel=2)
     report_dir = config.getoption("report_dir")
     if report_dir and not hasattr(config, "workerinput"):  # the xdist controller, or no xdist
         config.pluginmanager.register(ResultCollector(config, Path(report_dir)), "bnconform-results")
@@ -134,6 +155,8 @@ class ResultCollector:
     def _outcome(report: pytest.TestReport, props: dict) -> Optional[str]:
         xfail = hasattr(report, "wasxfail")
         if report.when == "call":
+            if "bnconform_outcome" in props and report.outcome != "failed":
+                return props["bnconform_outcome"]
             if report.passed:
                 return "xpassed" if xfail else "passed"
             if report.skipped:
@@ -161,6 +184,7 @@ class ResultCollector:
         names = [n for n, _ in self.config.stash[BACKENDS_KEY]]
         results = sorted(self.results.values(), key=lambda r: (order.get(r.spec, 1 << 30), names.index(r.backend) if r.backend in names else 99))
         return RunReport(
+            strict=bool(self.config.getoption("strict_manifest")),
             suite_version=runners.__version__,
             backends=backends,
             results=results,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
-FAILING = ("failed", "error", "xpassed")
+FAILING = ("failed", "error")  # xpassed too under --strict
 
 
 @dataclass
@@ -41,6 +41,7 @@ class RunReport:
     python: str = field(default_factory=platform.python_version)
     platform: str = field(default_factory=platform.platform)
     wall_time_s: float = 0.0
+    strict: bool = False  # xpassed cells fail the gate
 
     def families(self) -> list[str]:
         """Families in first-seen order (spec files are read in name order)."""
@@ -59,7 +60,8 @@ class RunReport:
         return out
 
     def failed(self) -> bool:
-        return any(r.outcome in FAILING for r in self.results)
+        failing = FAILING + (("xpassed",) if self.strict else ())
+        return any(r.outcome in failing for r in self.results)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -77,6 +79,7 @@ class RunReport:
             python=data.get("python", ""),
             platform=data.get("platform", ""),
             wall_time_s=data.get("wall_time_s", 0.0),
+            strict=data.get("strict", False),
         )
 
     @classmethod

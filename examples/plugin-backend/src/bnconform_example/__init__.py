@@ -1,0 +1,1 @@
+"""An example bnconform backend plugin."""
