@@ -199,6 +199,8 @@ class Oracle:
                 self.running_mean = (1 - factor) * self.running_mean + factor * _channel(mean)
                 self.running_var = (1 - factor) * self.running_var + factor * _channel(corrected)
         if not batch_stats:
+            if self.running_mean is None:  # reachable with legacy_toggling only (torch 1.5 raised too)
+                raise OracleError("RuntimeError", "running_mean must be defined in evaluation mode")
             shape = [1] * x.ndim
             shape[1] = c
             mean, var = self.running_mean.reshape(shape).copy(), self.running_var.reshape(shape).copy()

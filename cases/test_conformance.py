@@ -32,5 +32,7 @@ def test_conformance(conformance_cell, record_property, request) -> None:
     record_property("bnconform_message", result.message)
     if result.outcome == "skipped":
         pytest.skip(result.message)
+    if result.outcome == "deviates":  # visible as such in the reports, never as a pass
+        pytest.xfail(result.message)
     if result.outcome in ("failed", "error"):
         pytest.fail(f"{case.id} on {backend_name}: {result.outcome}\n{result.message}", pytrace=False)

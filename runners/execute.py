@@ -19,13 +19,13 @@ from cases.oracle import OracleError
 from cases.schema import Step
 from runners.backends import unavailable_reason
 from runners.diagnose import diagnose
-from runners.protocol import Backend, BackendUnavailable
+from runners.protocol import PROFILES, Backend, BackendUnavailable, Conventions, ModuleConfig
 from runners.scenario import Run, SpecInconsistent, describe_step, exception_text, init, is_type, steps_of
 
 
 @dataclass(frozen=True)
 class Outcome:
-    outcome: str  # passed, failed, skipped, error
+    outcome: str  # passed, failed, skipped, error, deviates (declared)
     message: str = ""
     diagnosis: tuple[str, ...] = ()  # deviations that reproduce a failure (cases/deviations.py)
 
@@ -65,13 +65,39 @@ def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None) -
     if reason:
         return Outcome("skipped", f"{name} unavailable: {reason}")
     repro = f"reproduce: {reproduce_command(case, name)}"
+    conventions = getattr(backend, "conventions", None) or PROFILES["torch"]
+    result = _run_against(case, backend, name, repro, conventions, deviations=())
+    declared = conventions.deviations()
+    if result.outcome != "failed" or not declared:
+        return result
+    # The backend differs from torch by declaration: does it behave as its profile says?
+    as_declared = _run_against(case, backend, name, repro, conventions, deviations=declared)
+    if as_declared.outcome == "passed":
+        what = "; ".join(describe(d) for d in sorted(declared))
+        return Outcome("deviates", f"deviates (declared): {what}", tuple(sorted(declared)))
+    return result
+
+
+def _module_config(case: Case, conventions: Conventions) -> ModuleConfig:
+    """The case's config in the backend's conventions (a decay backend gets 1 - m)."""
+    cfg = case.config
+    if conventions.momentum == "decay" and cfg.momentum_convention == "torch":
+        m = None if cfg.momentum is None else 1.0 - cfg.momentum
+        return cfg.model_copy(update={"momentum_convention": "decay", "momentum": m})
+    return cfg
+
+
+def _run_against(case: Case, backend: Backend, name: str, repro: str, conventions: Conventions,
+                 deviations: tuple[str, ...] | frozenset[str]) -> Outcome:
+    """Run the case on a fresh module beside the oracle with `deviations` switched on."""
     try:
-        module = backend.create(case.config)
+        module = backend.create(_module_config(case, conventions))
     except BackendUnavailable as exc:
         return Outcome("skipped", f"{name} unavailable: {exc}")
     except Exception as exc:
         return Outcome("error", f"{name} could not build the module: {exception_text(exc)}\n{repro}")
-    run = Run(case, module)
+    decay_driven = conventions.momentum == "decay" and case.config.momentum_convention == "torch"
+    run = Run(case, module, deviations, decay_driven=decay_driven)
     steps = steps_of(case)
     offset = 0 if case.config.training else 1
     step_index = 0
@@ -109,9 +135,17 @@ def _run_step(run: Run, step: Step, position: int, index: int) -> Optional[str]:
         raise
     except Exception as exc:  # the backend's own failure
         module_exc = exc
-    if step.expect is not None and step.expect.error is not None:
+    expects_error = step.expect is not None and step.expect.error is not None
+    if expects_error and oracle_exc is None and run.deviations:
+        expects_error = False  # the declared profile predicts no error here
+    if expects_error:
         run.log.append((position, "error", None if module_exc is None else type(module_exc).__name__))
         return _error_step(step, index, oracle_exc, module_exc)
+    if oracle_exc is not None and run.deviations:  # the declared profile predicts an error here
+        if module_exc is not None and is_type(module_exc, oracle_exc.kind):
+            return None
+        got = "nothing" if module_exc is None else exception_text(module_exc)
+        return f"{describe_step(step, index)}: the declared profile predicts {oracle_exc.kind} ({oracle_exc}), got {got}"
     if oracle_exc is not None:
         raise SpecInconsistent(
             f"{describe_step(step, index)}: the reference raises {oracle_exc.kind} ({oracle_exc}) "

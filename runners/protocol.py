@@ -13,7 +13,8 @@ import numpy as np
 
 from cases.schema import ModuleConfig
 
-__all__ = ["Array", "BackendUnavailable", "Capabilities", "ModuleConfig", "BatchNormModule", "Backend"]
+__all__ = ["Array", "BackendUnavailable", "Capabilities", "Conventions", "PROFILES", "ModuleConfig",
+           "BatchNormModule", "Backend"]
 
 Array = np.ndarray
 
@@ -32,6 +33,47 @@ class Capabilities:
 
     def provides(self) -> set[str]:
         return {f"dim={d}" for d in self.dims} | {f"dtype={t}" for t in self.dtypes} | set(self.features)
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """How a backend's BatchNorm differs by design from PyTorch's (its profile).
+
+    The runner drives a backend in its own conventions (a decay-convention backend gets 1 - m)
+    and, where its declared behaviour differs from torch's, compares it with the oracle under
+    the matching deviation switches: such a cell reads "deviates (declared)", never "passed".
+    """
+
+    momentum: str = "torch"  # "torch": weight of the new batch; "decay": weight of the old value
+    running_var: str = "unbiased"  # or "biased"
+    default_eps: float = 1e-5  # the framework's default (the runner always passes eps explicitly)
+    one_value_raises: bool = True  # one value per channel raises (torch: ValueError)
+    toggling: str = "current"  # "current" (PyTorch >= 1.6) or "legacy" (1.1-1.5 flag semantics)
+
+    def deviations(self) -> frozenset[str]:
+        """The oracle switches (cases/deviations.py) that describe this profile."""
+        out = set()
+        if self.running_var == "biased":
+            out.add("biased_running_var")
+        if not self.one_value_raises:
+            out.add("no_batch_size_check")
+        if self.toggling == "legacy":
+            out.add("legacy_toggling")
+        return frozenset(out)
+
+    def describe(self) -> str:
+        return (f"momentum={self.momentum} (weight of the {'new batch' if self.momentum == 'torch' else 'old value'}), "
+                f"running_var={self.running_var}, default eps={self.default_eps:g}, "
+                f"one value per channel {'raises' if self.one_value_raises else 'accepted'}, toggling={self.toggling}")
+
+
+PROFILES = {
+    "torch": Conventions(),
+    # PyTorch 1.1-1.5: the module passed `training or not track_running_stats` to F.batch_norm, so a
+    # True->False flip still updated the buffers in training and made eval use (and update) batch
+    # statistics (pytorch issues 20967, 37823; fixed by PR 38084).
+    "torch-legacy": Conventions(toggling="legacy"),
+}
 
 
 @runtime_checkable

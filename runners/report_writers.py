@@ -11,6 +11,7 @@ from runners.results import OUTCOMES, RunReport
 
 CELL = {
     "passed": "pass",
+    "deviates": "deviates (declared)",
     "failed": "**FAIL**",
     "error": "**ERROR**",
     "skipped": "skip",
@@ -53,7 +54,7 @@ def markdown(report: RunReport) -> str:
         row = [fam or "**total**", len(cases)]
         for b in backends:
             c = report.counts(b, fam)
-            extra = "".join(f", {c[o]} {o}" for o in ("error", "xfailed", "xpassed") if c[o])
+            extra = "".join(f", {c[o]} {o}" for o in ("deviates", "error", "xfailed", "xpassed") if c[o])
             row.append(f"{c['passed']}/{c['failed']}/{c['skipped']}{extra}")
         rows.append(row)
     lines += [tabulate(rows, headers=header, tablefmt="github"), ""]

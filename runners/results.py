@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+OUTCOMES = ("passed", "deviates", "failed", "error", "skipped", "xfailed", "xpassed")
 FAILING = ("failed", "error")  # xpassed too under --strict
 
 

@@ -46,9 +46,12 @@ class Run:
     serves both sides; each side keeps what its steps made observable and what it saved.
     """
 
-    def __init__(self, case: Case, module: Any = None, deviations: Iterable[str] = ()) -> None:
+    def __init__(self, case: Case, module: Any = None, deviations: Iterable[str] = (), decay_driven: bool = False) -> None:
         self.case = case
         self.cfg = case.config
+        self.decay_driven = decay_driven  # the module takes momentum as the weight of the old value
+        # With deviations (a declared profile), the switched oracle replaces golden numbers too.
+        self.deviations = frozenset(deviations)
         self.sides = {"oracle": Oracle(case.config, deviations)}
         if module is not None:
             self.sides["module"] = module
@@ -69,6 +72,8 @@ class Run:
             getattr(target, act)()
         elif act == "set":
             for k, v in args.values.items():
+                if side == "module" and k == "momentum" and self.decay_driven and v is not None:
+                    v = 1.0 - v
                 target.set_attribute(k, v)
         elif act == "forward":
             observed.clear()
@@ -120,7 +125,7 @@ class Run:
         for q in QUANTITIES:
             if q not in wanted:
                 continue
-            source = "oracle" if wanted[q] == "oracle" else "golden"
+            source = "oracle" if wanted[q] == "oracle" or self.deviations else "golden"
             expected = self.value("oracle", q) if source == "oracle" else wanted[q]
             actual = self.value("module", q)
             self.log.append((position, q, None if actual is None else np.array(actual, copy=True)))
@@ -130,9 +135,10 @@ class Run:
         if exp.state_dict_keys is not None:
             keys = list(self.sides["module"].state_dict().keys())
             self.log.append((position, "state_dict_keys", keys))
-            if keys != list(exp.state_dict_keys):
+            want = list(self.sides["oracle"].state_dict()) if self.deviations else list(exp.state_dict_keys)
+            if keys != want:
                 problems.append(
-                    f"state_dict keys differ after {describe_step(step, index)}: expected {exp.state_dict_keys}, got {keys}"
+                    f"state_dict keys differ after {describe_step(step, index)}: expected {want}, got {keys}"
                 )
         return "\n".join(problems) or None
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from runners.backends.kernel_module import KernelModule
 from runners.backends.numpy_backend import NumpyBackend, NumpyKernel
+from runners.protocol import PROFILES
 
 
 def _backend(name: str, kernel: Optional[NumpyKernel] = None, module: type = KernelModule) -> NumpyBackend:
@@ -188,7 +189,10 @@ class _BatchStatsInEval(KernelModule):
 
 class _LegacyToggling(KernelModule):
     def _plan(self):  # PyTorch 1.1-1.5: `training or not track_running_stats`, buffers always passed
-        return (self.training or not self.track_running_stats, self.buffers["running_mean"], self.buffers["running_var"])
+        batch_stats = self.training or not self.track_running_stats
+        if not batch_stats and self.buffers["running_mean"] is None:
+            raise RuntimeError("running_mean must be defined in evaluation mode")
+        return (batch_stats, self.buffers["running_mean"], self.buffers["running_var"])
 
 
 class _FlipIgnored(KernelModule):
@@ -290,3 +294,15 @@ no_batch_size_check = _register("no_batch_size_check", "no_batch_size_check", mo
 grad_bias_missing = _register("grad_bias_missing", None, module=_GradBiasMissing)
 
 MUTANTS: dict[str, NumpyBackend] = {name: globals()[name] for name in CAUSE}
+
+
+class _LegacyTorch(NumpyBackend):
+    """PyTorch 1.1-1.5 flag semantics, *declared* through the torch-legacy profile."""
+
+    conventions = PROFILES["torch-legacy"]
+
+    def create(self, config):  # type: ignore[no-untyped-def]
+        return _LegacyToggling(config, self.kernel)
+
+
+declared_legacy = _LegacyTorch(NumpyKernel(threads=1), name="numpy-torch-legacy")
