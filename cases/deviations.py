@@ -39,6 +39,7 @@ DEVIATIONS: dict[str, str] = {
     "no_batch_size_check": "one value per channel is accepted instead of raising ValueError",
     "untracked_has_buffers": "an untracked module still has running buffers (and uses them in eval)",
     "flip_ignored": "track_running_stats assigned after construction is ignored (the constructor's value is used)",
+    "no_counter": "there is no num_batches_tracked (the framework keeps no batch counter)",
 }
 
 

@@ -79,7 +79,7 @@ class Oracle:
         tracked = config.track_running_stats or "untracked_has_buffers" in self.dev  # deviation
         self.running_mean = np.zeros(c) if tracked else None
         self.running_var = np.full(c, self._initial_var()) if tracked else None
-        self.num_batches_tracked: Optional[int] = 0 if tracked else None
+        self.num_batches_tracked: Optional[int] = 0 if tracked and "no_counter" not in self.dev else None
         self._saved: Optional[_Saved] = None
 
     def _initial_var(self) -> float:
@@ -277,7 +277,7 @@ class Oracle:
     # -- state ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray | int]:
         names = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
-        if "state_dict_without_counter" in self.dev:  # deviation
+        if "state_dict_without_counter" in self.dev or "no_counter" in self.dev:  # deviation
             names.remove("num_batches_tracked")
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 

@@ -22,6 +22,7 @@ FEATURES = {
     "requires_grad": "turning requires_grad off on weight/bias",
     "init": "setting parameter and buffer values before the first step",
     "errors": "raising torch's exception types for invalid input",
+    "untracked": "track_running_stats=False at construction (no running buffers)",
 }
 
 
@@ -30,6 +31,8 @@ def required_capabilities(case: "Case") -> set[str]:
     needs = {f"dim={cfg.dim}", f"dtype={cfg.dtype}"}
     if cfg.momentum is None:
         needs.add("momentum_none")
+    if not cfg.track_running_stats:
+        needs.add("untracked")
     if cfg.momentum_convention == "decay":
         needs.add("momentum_decay")
     if case.init:

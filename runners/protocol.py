@@ -49,6 +49,7 @@ class Conventions:
     default_eps: float = 1e-5  # the framework's default (the runner always passes eps explicitly)
     one_value_raises: bool = True  # one value per channel raises (torch: ValueError)
     toggling: str = "current"  # "current" (PyTorch >= 1.6) or "legacy" (1.1-1.5 flag semantics)
+    counter: bool = True  # keeps num_batches_tracked
 
     def deviations(self) -> frozenset[str]:
         """The oracle switches (cases/deviations.py) that describe this profile."""
@@ -59,12 +60,15 @@ class Conventions:
             out.add("no_batch_size_check")
         if self.toggling == "legacy":
             out.add("legacy_toggling")
+        if not self.counter:
+            out.add("no_counter")
         return frozenset(out)
 
     def describe(self) -> str:
         return (f"momentum={self.momentum} (weight of the {'new batch' if self.momentum == 'torch' else 'old value'}), "
                 f"running_var={self.running_var}, default eps={self.default_eps:g}, "
-                f"one value per channel {'raises' if self.one_value_raises else 'accepted'}, toggling={self.toggling}")
+                f"one value per channel {'raises' if self.one_value_raises else 'accepted'}, toggling={self.toggling}, "
+                f"num_batches_tracked {'kept' if self.counter else 'absent'}")
 
 
 PROFILES = {

@@ -31,6 +31,7 @@ KERNEL_MODULE_FEATURES = frozenset(
         "requires_grad",
         "init",
         "errors",
+        "untracked",
     }
 )
 
@@ -105,6 +106,9 @@ class OutputRecycler:
 class KernelModule:
     """A BatchNorm module whose arithmetic is done by `kernel`."""
 
+    # torch raises for one value per channel; an adapter of a framework that does not can say so
+    raises_on_single_value = True
+
     def __init__(self, config: ModuleConfig, kernel: Kernel) -> None:
         self.kernel = kernel
         self.dim = config.dim
@@ -176,7 +180,7 @@ class KernelModule:
             factor = self._count_batch(m)  # before any other check, as torch does
         batch_stats, rm, rv = self._plan()
         n = x.shape[0] * math.prod(x.shape[2:])
-        if batch_stats and n == 1:
+        if batch_stats and n == 1 and self.raises_on_single_value:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {list(x.shape)}")
         if batch_stats and self.eps <= 0:
             raise ValueError(f"batch_norm eps must be positive during training, but got {self.eps}")

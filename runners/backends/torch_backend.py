@@ -19,6 +19,7 @@ FEATURES = frozenset(
         "requires_grad",
         "init",
         "errors",
+        "untracked",
     }
 )
 
