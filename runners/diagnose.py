@@ -19,8 +19,9 @@ from runners.compare import mismatch
 from runners.scenario import Run, SpecInconsistent, init
 
 
-def _explains(case: Case, steps: list[Step], seen: dict[int, list[tuple[str, Any]]], last: int, name: str) -> bool:
-    run = Run(case, deviations=(name,))
+def _explains(case: Case, steps: list[Step], seen: dict[int, list[tuple[str, Any]]], last: int, name: str,
+              base: frozenset[str]) -> bool:
+    run = Run(case, deviations=base | {name})
     try:
         init(run)
     except (OracleError, SpecInconsistent):
@@ -53,9 +54,12 @@ def _explains(case: Case, steps: list[Step], seen: dict[int, list[tuple[str, Any
     return True
 
 
-def diagnose(case: Case, steps: list[Step], log: list[tuple[int, str, Any]], last: int) -> list[str]:
-    """Deviations that reproduce every observation up to step position `last`."""
+def diagnose(case: Case, steps: list[Step], log: list[tuple[int, str, Any]], last: int,
+             base: frozenset[str] = frozenset()) -> list[str]:
+    """Deviations that reproduce every observation up to step position `last` (on top of `base`,
+    the switches of a backend's declared profile)."""
     seen: dict[int, list[tuple[str, Any]]] = defaultdict(list)
     for position, key, value in log:
         seen[position].append((key, value))
-    return [name for name in DEVIATIONS if relevant(name, case) and _explains(case, steps, seen, last, name)]
+    return [name for name in DEVIATIONS
+            if name not in base and relevant(name, case) and _explains(case, steps, seen, last, name, base)]

@@ -73,9 +73,13 @@ def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None) -
     # The backend differs from torch by declaration: does it behave as its profile says? Name the
     # declared deviations this case needs: one if one suffices, else the whole profile.
     for subset in [frozenset({d}) for d in sorted(declared)] + ([declared] if len(declared) > 1 else []):
-        if _run_against(case, backend, name, repro, conventions, deviations=subset).outcome == "passed":
+        attempt = _run_against(case, backend, name, repro, conventions, deviations=subset)
+        if attempt.outcome == "passed":
             what = "; ".join(describe(d) for d in sorted(subset))
             return Outcome("deviates", f"deviates (declared): {what}", tuple(sorted(subset)))
+    if attempt.outcome == "failed":  # beyond its declaration: compared with, and diagnosed on top of, its profile
+        head = f"fails even under its declared conventions ({conventions.describe()}):\n"
+        return Outcome("failed", head + attempt.message, attempt.diagnosis)
     return result
 
 
@@ -161,7 +165,7 @@ def _run_step(run: Run, step: Step, position: int, index: int) -> Optional[str]:
 
 def _failed(case: Case, steps: list[Step], run: Run, position: int, failure: str, repro: str) -> Outcome:
     """A failed outcome, with the known deviations that reproduce what the module showed."""
-    causes = tuple(diagnose(case, steps, run.log, position))
+    causes = tuple(diagnose(case, steps, run.log, position, base=run.deviations))
     if causes:
         lead = "likely cause: " if len(causes) == 1 else "likely causes (each reproduces the observed values): "
         text = lead + "; ".join(describe(c) for c in causes)

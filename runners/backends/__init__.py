@@ -33,6 +33,21 @@ def _cffi() -> Backend:
     return CffiBackend()
 
 
+def _framework(module: str, cls: str) -> Callable[[], Backend]:
+    def make() -> Backend:
+        return getattr(importlib.import_module(f"runners.backends.frameworks.{module}"), cls)()
+
+    return make
+
+
+# Adapters of other frameworks: run when named, skipped with the reason when their package is missing.
+FRAMEWORKS: dict[str, Callable[[], Backend]] = {
+    "onnxruntime": _framework("onnxruntime_backend", "OnnxRuntimeBackend"),
+    "keras": _framework("keras_backend", "KerasBackend"),
+    "flax": _framework("flax_backend", "FlaxBackend"),
+    "tinygrad": _framework("tinygrad_backend", "TinygradBackend"),
+}
+
 BUILTIN: dict[str, Callable[[], Backend]] = {
     "torch": _torch_cpu,
     "torch-cuda": _torch_cuda,
@@ -73,9 +88,9 @@ def resolve(name: str) -> Backend:
     """A backend by built-in name, `torch-module:pkg.module:factory`, `pkg.module:attr` (an
     object or a factory), or the name a package registered under the `bnconform.backends`
     entry point group."""
-    if name in BUILTIN:
+    if name in BUILTIN or name in FRAMEWORKS:
         try:
-            return BUILTIN[name]()
+            return {**BUILTIN, **FRAMEWORKS}[name]()
         except Exception as exc:  # a broken built-in fails its own cells
             return BrokenBackend(name, f"{type(exc).__name__}: {exc}")
     if name.startswith("torch-module:"):
