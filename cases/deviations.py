@@ -40,6 +40,8 @@ DEVIATIONS: dict[str, str] = {
     "untracked_has_buffers": "an untracked module still has running buffers (and uses them in eval)",
     "flip_ignored": "track_running_stats assigned after construction is ignored (the constructor's value is used)",
     "no_counter": "there is no num_batches_tracked (the framework keeps no batch counter)",
+    "counter_when_untracked": "an untracked module still has num_batches_tracked (0) instead of None",
+    "empty_batch_poisons_buffers": "an empty training batch updates the running statistics with NaN instead of leaving them",
 }
 
 
@@ -68,7 +70,7 @@ def relevant(name: str, case: "Case") -> bool:
         return any(s.expect is not None and s.expect.error is not None for s in case.steps)
     if name in ("update_in_eval", "batch_stats_in_eval", "nbt_incremented_in_eval"):
         return "eval" in actions or not cfg.training
-    if name == "untracked_has_buffers":
+    if name in ("untracked_has_buffers", "counter_when_untracked"):
         return not cfg.track_running_stats
     if name.startswith("affine_"):
         return cfg.affine

@@ -1,6 +1,7 @@
 """A case: one spec with its grid values filled in, ready to run on any backend."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,3 +32,11 @@ class Case:
     @property
     def tolerance(self) -> Tolerance:
         return self.tolerances.get(self.config.dtype, DEFAULT_TOLERANCE[self.config.dtype])
+
+
+def id_matches(case_id: str, pattern: str) -> bool:
+    """Exact id, or a glob in which only `*` is special (ids contain brackets: `[dim=2,...]`)."""
+    if case_id == pattern:
+        return True
+    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.fullmatch(regex, case_id) is not None

@@ -79,7 +79,8 @@ class Oracle:
         tracked = config.track_running_stats or "untracked_has_buffers" in self.dev  # deviation
         self.running_mean = np.zeros(c) if tracked else None
         self.running_var = np.full(c, self._initial_var()) if tracked else None
-        self.num_batches_tracked: Optional[int] = 0 if tracked and "no_counter" not in self.dev else None
+        counter = (tracked or "counter_when_untracked" in self.dev) and "no_counter" not in self.dev  # deviation
+        self.num_batches_tracked: Optional[int] = 0 if counter else None
         self._saved: Optional[_Saved] = None
 
     def _initial_var(self) -> float:
@@ -183,7 +184,8 @@ class Oracle:
         axes = (0,) if per_position else (0,) + tuple(range(2, x.ndim))
         count = x.shape[0] if per_position else n
         # Training updates the buffers it was given; a buggy eval may update them too.
-        updates = buffers and count > 0 and (
+        empty_updates = "empty_batch_poisons_buffers" in dev  # deviation: NaN statistics reach the buffers
+        updates = buffers and (count > 0 or empty_updates) and (
             (self.training or legacy and batch_stats) if "update_in_eval" not in dev else True
         )
         if "batch_stats_in_eval" in dev and not self.training:
@@ -195,7 +197,7 @@ class Oracle:
             else:
                 mean, var = self._batch_stats(x, axes, count)
             if updates:
-                corrected = var if "biased_running_var" in dev else var * count / max(count - 1, 1)  # Bessel
+                corrected = var if "biased_running_var" in dev or count == 0 else var * count / max(count - 1, 1)  # Bessel
                 self.running_mean = (1 - factor) * self.running_mean + factor * _channel(mean)
                 self.running_var = (1 - factor) * self.running_var + factor * _channel(corrected)
         if not batch_stats:

@@ -11,13 +11,14 @@ Matching cells are run as usual; a failure becomes `xfailed` (with the reason), 
 """
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cases.model import id_matches
 
 
 class ManifestError(Exception):
@@ -46,8 +47,7 @@ class Entry:
     link: Optional[str]
 
     def matches(self, case_id: str, backend_name: str) -> bool:
-        return fnmatch.fnmatchcase(backend_name, self.backend) and (
-            case_id == self.case or fnmatch.fnmatchcase(case_id, self.case))
+        return id_matches(backend_name, self.backend) and id_matches(case_id, self.case)
 
     def describe(self) -> str:
         return self.reason + (f" ({self.link})" if self.link else "")

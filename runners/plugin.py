@@ -5,7 +5,6 @@ collected on the controller whether or not pytest-xdist runs the cases in worker
 """
 from __future__ import annotations
 
-import fnmatch
 import re
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 import runners
 from cases.loader import BUILTIN_SPECS, SpecError, load_cases
-from cases.model import Case
+from cases.model import Case, id_matches
 from runners import manifest
 from runners.backends import UnknownBackend, default_backends, resolve, unavailable_reason
 from runners.report_writers import terminal_summary, write_all
@@ -53,7 +52,7 @@ def add_options(parser: pytest.Parser) -> None:
 
 
 def _matches(case_id: str, patterns: list[str]) -> bool:
-    return any(case_id == p or fnmatch.fnmatchcase(case_id, p) for p in patterns)
+    return any(id_matches(case_id, p) for p in patterns)
 
 
 def _selected(cases: list[Case], include: list[str], exclude: list[str], families: list[str]) -> list[Case]:

@@ -14,6 +14,7 @@ jax_enable_x64, which this adapter turns on. Capabilities not declared as for Ke
 from __future__ import annotations
 
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -90,6 +91,8 @@ class FlaxModule:
 
 
 class FlaxBackend:
+    # what bnconform found beyond the declared conventions, each with its evidence (xfailed)
+    manifest = str(Path(__file__).parent / "manifests" / "flax.yaml")
     name = "flax"
     conventions = PROFILE
     capabilities = Capabilities(features=frozenset({"init", "set_momentum", "momentum_decay"}))

@@ -15,6 +15,7 @@ No backward: ONNX Runtime's inference sessions do not differentiate.
 from __future__ import annotations
 
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -90,6 +91,8 @@ class _OrtModule(KernelModule):
 
 
 class OnnxRuntimeBackend:
+    # what bnconform found beyond the declared conventions, each with its evidence (xfailed)
+    manifest = str(Path(__file__).parent / "manifests" / "onnxruntime.yaml")
     name = "onnxruntime"
     conventions = PROFILE
 
