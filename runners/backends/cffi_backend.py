@@ -6,7 +6,6 @@ compiler at install time), the backend reports that as its skip reason.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Optional
 
 import numpy as np
