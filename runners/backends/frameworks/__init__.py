@@ -3,3 +3,32 @@
 Each is skipped, with the reason, when its package is missing; each declares its conventions
 from its framework's own documentation and source, cited in its docstring.
 """
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+MANIFESTS = Path(__file__).parent / "manifests"
+
+
+class FrameworkBackend:
+    """What every adapter shares: its shipped manifest, and an import probe as skip reason.
+
+    Subclasses set `name` (also the manifest's file name), `conventions`, `capabilities`,
+    `install_hint`, and `probe` (imports the framework, raising when it cannot).
+    """
+
+    name: str
+    install_hint: str
+    probe: Callable[[], Any]
+
+    @property
+    def manifest(self) -> str:
+        """What bnconform found beyond the declared conventions, each entry with its evidence."""
+        return str(MANIFESTS / f"{self.name}.yaml")
+
+    def available(self) -> Optional[str]:
+        try:
+            type(self).probe()
+        except Exception as exc:
+            return f"{self.name} is not importable ({type(exc).__name__}: {exc}); {self.install_hint}"
+        return None

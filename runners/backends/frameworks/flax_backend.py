@@ -14,11 +14,11 @@ jax_enable_x64, which this adapter turns on. Capabilities not declared as for Ke
 from __future__ import annotations
 
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from runners.backends.frameworks import FrameworkBackend
 from runners.protocol import Capabilities, Conventions, ModuleConfig
 
 PROFILE = Conventions(momentum="decay", running_var="biased", default_eps=1e-5, one_value_raises=False, counter=False)
@@ -90,19 +90,12 @@ class FlaxModule:
         self.vars = {**self.vars, coll: group}
 
 
-class FlaxBackend:
-    # what bnconform found beyond the declared conventions, each with its evidence (xfailed)
-    manifest = str(Path(__file__).parent / "manifests" / "flax.yaml")
+class FlaxBackend(FrameworkBackend):
     name = "flax"
     conventions = PROFILE
     capabilities = Capabilities(features=frozenset({"init", "set_momentum", "momentum_decay"}))
-
-    def available(self) -> Optional[str]:
-        try:
-            _flax()
-        except Exception as exc:
-            return f"flax/jax not importable ({type(exc).__name__}: {exc}); pip install flax"
-        return None
+    install_hint = "pip install flax"
+    probe = staticmethod(_flax)
 
     def version(self) -> str:
         return f"flax {version('flax')}, jax {version('jax')}"

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from runners.backends.frameworks import FrameworkBackend
 from runners.protocol import Capabilities, Conventions, ModuleConfig
 
 PROFILE = Conventions(momentum="decay", running_var="biased", default_eps=1e-3, one_value_raises=False, counter=False)
@@ -83,19 +83,12 @@ class KerasModule:
         var.assign(np.asarray(value, dtype=self.config.dtype).reshape(var.shape))
 
 
-class KerasBackend:
-    # what bnconform found beyond the declared conventions, each with its evidence (xfailed)
-    manifest = str(Path(__file__).parent / "manifests" / "keras.yaml")
+class KerasBackend(FrameworkBackend):
     name = "keras"
     conventions = PROFILE
     capabilities = Capabilities(features=frozenset({"init", "set_momentum", "momentum_decay"}))
-
-    def available(self) -> Optional[str]:
-        try:
-            _keras()
-        except Exception as exc:
-            return f"keras 3 is not importable ({type(exc).__name__}: {exc}); pip install keras"
-        return None
+    install_hint = "pip install keras"
+    probe = staticmethod(_keras)
 
     def version(self) -> str:
         return f"keras {version('keras')} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND', 'torch')})"

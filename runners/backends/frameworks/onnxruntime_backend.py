@@ -15,11 +15,11 @@ No backward: ONNX Runtime's inference sessions do not differentiate.
 from __future__ import annotations
 
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from runners.backends.frameworks import FrameworkBackend
 from runners.backends.kernel_module import KernelModule, kernel_capabilities
 from runners.protocol import Conventions, ModuleConfig
 
@@ -90,23 +90,20 @@ class _OrtModule(KernelModule):
     raises_on_single_value = False  # the operator accepts it
 
 
-class OnnxRuntimeBackend:
-    # what bnconform found beyond the declared conventions, each with its evidence (xfailed)
-    manifest = str(Path(__file__).parent / "manifests" / "onnxruntime.yaml")
+def _probe() -> None:
+    import onnx  # noqa: F401
+    import onnxruntime  # noqa: F401
+
+
+class OnnxRuntimeBackend(FrameworkBackend):
     name = "onnxruntime"
     conventions = PROFILE
+    install_hint = "pip install onnx onnxruntime"
+    probe = staticmethod(_probe)
 
     def __init__(self) -> None:
         self.capabilities = kernel_capabilities(backward=False)
         self._kernel: Optional[OrtKernel] = None
-
-    def available(self) -> Optional[str]:
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-        except ImportError as exc:
-            return f"onnx/onnxruntime not installed ({exc}); pip install onnx onnxruntime"
-        return None
 
     def version(self) -> str:
         return f"onnxruntime {version('onnxruntime')}, onnx {version('onnx')}"

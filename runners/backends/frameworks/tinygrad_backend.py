@@ -16,11 +16,11 @@ requires_grad, float64, torch's exception types.
 from __future__ import annotations
 
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from runners.backends.frameworks import FrameworkBackend
 from runners.protocol import Capabilities, Conventions, ModuleConfig
 
 PROFILE = Conventions(momentum="torch", running_var="unbiased", default_eps=1e-5, one_value_raises=True)
@@ -89,20 +89,13 @@ class TinygradModule:
         t.assign(self.Tensor(np.asarray(value).astype(t.numpy().dtype).reshape(t.shape))).realize()
 
 
-class TinygradBackend:
-    # what bnconform found beyond the declared conventions, each with its evidence (xfailed)
-    manifest = str(Path(__file__).parent / "manifests" / "tinygrad.yaml")
+class TinygradBackend(FrameworkBackend):
     name = "tinygrad"
     conventions = PROFILE
     capabilities = Capabilities(dtypes=frozenset({"float32"}), features=frozenset(
         {"init", "set_momentum", "toggle_track_running_stats", "untracked", "backward"}))
-
-    def available(self) -> Optional[str]:
-        try:
-            _tinygrad()
-        except Exception as exc:
-            return f"tinygrad not importable ({type(exc).__name__}: {exc}); pip install tinygrad"
-        return None
+    install_hint = "pip install tinygrad (and Debian's clang for its CPU device)"
+    probe = staticmethod(_tinygrad)
 
     def version(self) -> str:
         from tinygrad import Device
