@@ -66,21 +66,24 @@ def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None) -
         return Outcome("skipped", f"{name} unavailable: {reason}")
     repro = f"reproduce: {reproduce_command(case, name)}"
     conventions = getattr(backend, "conventions", None) or PROFILES["torch"]
-    result = _run_against(case, backend, name, repro, conventions, deviations=())
     declared = conventions.deviations()
+    # With a declared profile a failure here is usually explained by it: diagnose later, if at all.
+    result = _run_against(case, backend, name, repro, conventions, deviations=(), diagnose_failure=not declared)
     if result.outcome != "failed" or not declared:
         return result
     # The backend differs from torch by declaration: does it behave as its profile says? Name the
     # declared deviations this case needs: one if one suffices, else the whole profile.
-    for subset in [frozenset({d}) for d in sorted(declared)] + ([declared] if len(declared) > 1 else []):
-        attempt = _run_against(case, backend, name, repro, conventions, deviations=subset)
+    subsets = [frozenset({d}) for d in sorted(declared)] + ([declared] if len(declared) > 1 else [])
+    for i, subset in enumerate(subsets):
+        last = i == len(subsets) - 1  # only the whole profile's failure is reported, so diagnosed
+        attempt = _run_against(case, backend, name, repro, conventions, deviations=subset, diagnose_failure=last)
         if attempt.outcome == "passed":
             what = "; ".join(describe(d) for d in sorted(subset))
             return Outcome("deviates", f"deviates (declared): {what}", tuple(sorted(subset)))
     if attempt.outcome == "failed":  # beyond its declaration: compared with, and diagnosed on top of, its profile
         head = f"fails even under its declared conventions ({conventions.describe()}):\n"
         return Outcome("failed", head + attempt.message, attempt.diagnosis)
-    return result
+    return _run_against(case, backend, name, repro, conventions, deviations=())  # the reference failure, diagnosed
 
 
 def _module_config(case: Case, conventions: Conventions) -> ModuleConfig:
@@ -93,7 +96,7 @@ def _module_config(case: Case, conventions: Conventions) -> ModuleConfig:
 
 
 def _run_against(case: Case, backend: Backend, name: str, repro: str, conventions: Conventions,
-                 deviations: tuple[str, ...] | frozenset[str]) -> Outcome:
+                 deviations: tuple[str, ...] | frozenset[str], diagnose_failure: bool = True) -> Outcome:
     """Run the case on a fresh module beside the oracle with `deviations` switched on."""
     try:
         module = backend.create(_module_config(case, conventions))
@@ -117,6 +120,8 @@ def _run_against(case: Case, backend: Backend, name: str, repro: str, convention
             step_index = position + 1 - offset
             failure = _run_step(run, step, position, step_index)
             if failure:
+                if not diagnose_failure:
+                    return Outcome("failed", f"{failure}\n{repro}")
                 return _failed(case, steps, run, position, failure, repro)
     except SpecInconsistent as exc:
         return Outcome("error", f"spec error in {case.source} ({case.id}): {exc}")
