@@ -13,14 +13,16 @@ from typing import Optional
 import pytest
 
 import runners
-from cases.loader import BUILTIN_SPECS, SpecError, load_cases
+from cases.loader import BUILTIN_SPECS, SpecError, load_cases, spec_files
 from cases.model import Case, id_matches
 from runners import manifest
 from runners.backends import UnknownBackend, default_backends, resolve, unavailable_reason
+from runners.metadata import run_metadata
 from runners.report_writers import terminal_summary, write_all
 from runners.results import BackendInfo, CaseResult, RunReport
 
 CASES_KEY = pytest.StashKey[list]()
+SPEC_FILES_KEY = pytest.StashKey[list]()
 BACKENDS_KEY = pytest.StashKey[list]()
 MANIFEST_KEY = pytest.StashKey[list]()
 NODE_RE = re.compile(r"test_conformance\[(?P<case>.*)\[(?P<backend>[^\[\]]*)\]\]$")
@@ -72,6 +74,7 @@ def configure(config: pytest.Config) -> None:
     dirs = [BUILTIN_SPECS] + [Path(d) for d in config.getoption("specs")]
     try:
         cases = load_cases(dirs)
+        config.stash[SPEC_FILES_KEY] = spec_files(dirs)
     except SpecError as exc:
         raise pytest.UsageError(f"spec error: {exc}") from None
     config.stash[CASES_KEY] = _selected(
@@ -183,6 +186,7 @@ class ResultCollector:
         names = [n for n, _ in self.config.stash[BACKENDS_KEY]]
         results = sorted(self.results.values(), key=lambda r: (order.get(r.spec, 1 << 30), names.index(r.backend) if r.backend in names else 99))
         return RunReport(
+            metadata=run_metadata(self.config.stash[SPEC_FILES_KEY]),
             strict=bool(self.config.getoption("strict_manifest")),
             suite_version=runners.__version__,
             backends=backends,

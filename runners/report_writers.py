@@ -38,6 +38,10 @@ def markdown(report: RunReport) -> str:
         f"bnconform {report.suite_version}, {report.created}, Python {report.python} on {report.platform}; "
         f"wall time {report.wall_time_s:.1f} s.",
         "",
+        f"git commit {report.metadata.get('git_commit', 'unknown')}, spec set digest "
+        f"{report.metadata.get('spec_digest', 'unknown')[:16]}, CPU {report.metadata.get('cpu_model', '?')}, "
+        f"{report.metadata.get('threads', '?')} threads.",
+        "",
         tabulate(
             [[b.name, b.version, b.unavailable or "yes"] for b in report.backends],
             headers=["backend", "version", "available"],

@@ -42,6 +42,7 @@ class RunReport:
     platform: str = field(default_factory=platform.platform)
     wall_time_s: float = 0.0
     strict: bool = False  # xpassed cells fail the gate
+    metadata: dict[str, Any] = field(default_factory=dict)  # runners/metadata.py: what produced it
 
     def families(self) -> list[str]:
         """Families in first-seen order (spec files are read in name order)."""
@@ -80,6 +81,7 @@ class RunReport:
             platform=data.get("platform", ""),
             wall_time_s=data.get("wall_time_s", 0.0),
             strict=data.get("strict", False),
+            metadata=data.get("metadata", {}),
         )
 
     @classmethod

@@ -5,53 +5,23 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import platform
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Optional
 
 from tabulate import tabulate
 
-import runners
+from cases.loader import BUILTIN_SPECS, spec_files
 from runners.bench_setup import PHASES, SHAPES, TENSORS_MOVED, shape_id
-
-PACKAGES = ("torch", "numpy", "cffi", "pytest", "pytest-benchmark", "bnconform")
+from runners.metadata import run_metadata
 LARGEST = shape_id((32, 64, 112, 112))
 NCHW = [shape_id(s) for s in SHAPES if len(s) == 4 and s != (4, 8, 4, 4)]
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def metadata(threads: int, backends: list[str]) -> dict[str, Any]:
     return {
-        "suite_version": runners.__version__,
+        **run_metadata(spec_files([BUILTIN_SPECS]), thread_count=threads),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "threads": threads,
         "backends": backends,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": _versions(),
         "bytes_model": {p: f"{n} tensor sizes" for p, n in TENSORS_MOVED.items()},
     }
 
@@ -118,7 +88,7 @@ def markdown(meta: dict[str, Any], table: list[dict[str, Any]], copy_gbs: Option
     lines = [
         "# BatchNorm timing",
         "",
-        f"bnconform {meta['suite_version']}, {meta['created']}; CPU: {meta['cpu_model']} "
+        f"bnconform {meta['suite_version']} ({meta['git_commit'][:12]}), {meta['created']}; CPU: {meta['cpu_model']} "
         f"({meta['cpu_count']} logical CPUs); **{meta['threads']} threads for every backend** "
         "(torch intra-op threads, the C kernel's OpenMP team; NumPy is single-threaded by nature). "
         f"float32. Packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()) + ".",
