@@ -17,6 +17,7 @@ import pytest
 from cases.loader import BUILTIN_SPECS, SpecError, load_cases
 from runners import manifest
 from runners.backends import UnknownBackend, resolve
+from runners.plugin import split_alias
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-n", "--workers", default="0", metavar="N",
                      help="pytest-xdist workers: a number or 'auto' (default 0: in-process)")
     run.add_argument("-v", "--verbose", action="store_true", help="one line per case")
+    run.add_argument("--html", action="store_true", help="also write conformance.html (self-contained)")
     bench = sub.add_parser("bench", help="time every backend with pytest-benchmark; write timing.json and timing.md")
     bench.add_argument("--backend", action="append", default=[], metavar="NAME",
                        help="backend to time (repeatable; default: torch, numpy, cffi; torch is always timed, as the reference)")
@@ -46,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=0, metavar="N", help="threads for every backend (default: torch's)")
     bench.add_argument("--shape", action="append", default=[], metavar="NxCx...", help="only this shape, e.g. 4x8x4x4 (repeatable)")
     bench.add_argument("--max-time", type=float, default=0.5, metavar="S", help="seconds per benchmark beyond 5 rounds (default 0.5)")
+    bench.add_argument("--html", action="store_true", help="also write timing.html with the chart")
+    cmp_ = sub.add_parser("compare", help="what changed between two conformance (or two timing) reports")
+    cmp_.add_argument("base", metavar="BASE", help="the earlier conformance.json or timing.json")
+    cmp_.add_argument("new", metavar="NEW", help="the later report of the same kind")
+    cmp_.add_argument("--threshold", type=float, default=0.10, metavar="F",
+                      help="timing: a median slower by more than this fraction is a regression (default 0.10)")
+    cmp_.add_argument("--json", metavar="FILE", help="also write the diff as JSON")
+    cmp_.add_argument("--md", metavar="FILE", help="also write the Markdown (for a pull-request comment)")
+    cmp_.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page (diff + new report)")
     chk = sub.add_parser("check", help="one backend, the plugin author's view: verdict per family, first failures")
     chk.add_argument("--backend", required=True, metavar="NAME", help="the backend to check")
     chk.add_argument("--specs", action="append", default=[], metavar="DIR", help="extra spec directory (repeatable)")
@@ -57,6 +68,33 @@ def _parser() -> argparse.ArgumentParser:
     mut.add_argument("--specs", action="append", default=[], metavar="DIR", help="extra spec directory (repeatable)")
     mut.add_argument("--out", default="reports", metavar="DIR", help="writes mutants.md and mutants.json here")
     return parser
+
+
+def compare_reports(args: argparse.Namespace) -> int:
+    """Print the diff as Markdown; exit 1 on any regression, 2 on unreadable input."""
+    import json
+
+    from runners.compare_reports import compare, load, markdown
+
+    try:
+        diff = compare(Path(args.base), Path(args.new), args.threshold)
+    except (ValueError, KeyError) as exc:
+        print(f"bnconform: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    text = markdown(diff)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(diff, indent=2) + "\n", encoding="utf-8")
+    if args.md:
+        Path(args.md).write_text(text + "\n", encoding="utf-8")
+    if args.html:
+        from runners.html_report import page
+        from runners.results import RunReport
+
+        new = load(Path(args.new))
+        kwargs = {"conformance": RunReport.from_json(new)} if diff["kind"] == "conformance" else {"timing": new}
+        Path(args.html).write_text(page("bnconform compare", diff=diff, **kwargs), encoding="utf-8")
+    return EXIT_FAILED if diff["regressions"] else EXIT_OK
 
 
 def check_backend(args: argparse.Namespace) -> int:
@@ -147,12 +185,20 @@ def run(args: argparse.Namespace) -> int:
     try:  # fail fast, before pytest starts, on what the user typed
         load_cases([BUILTIN_SPECS] + [Path(d) for d in args.specs])
         for name in args.backend:
-            resolve(name)
+            resolve(split_alias(name)[1])
         manifest.load(Path(p) for p in args.manifest)
     except (SpecError, UnknownBackend, manifest.ManifestError) as exc:
         print(f"bnconform: {exc}", file=sys.stderr)
         return EXIT_USAGE
     code = int(pytest.main(_pytest_args(args)))
+    report = Path(args.out) / "conformance.json"
+    if args.html and report.exists():
+        from runners.html_report import page
+        from runners.results import RunReport
+
+        out = Path(args.out) / "conformance.html"
+        out.write_text(page("BatchNorm conformance", conformance=RunReport.read(report)), encoding="utf-8")
+        print(f"wrote {out}")
     if code == 0:
         return EXIT_OK
     if code == 1:
@@ -202,6 +248,14 @@ def bench(args: argparse.Namespace) -> int:
             print("bnconform: the benchmark run wrote no results", file=sys.stderr)
             return EXIT_FAILED
         paths = write(raw, Path(args.out), threads, names)
+    if args.html:
+        import json as _json
+
+        from runners.html_report import page
+
+        out = Path(args.out) / "timing.html"
+        out.write_text(page("BatchNorm timing", timing=_json.loads(paths[0].read_text())), encoding="utf-8")
+        paths.append(out)
     for p in paths:
         print(f"wrote {p}")
     return EXIT_OK if code == 0 else EXIT_FAILED
@@ -217,6 +271,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return mutants(args)
     if args.command == "check":
         return check_backend(args)
+    if args.command == "compare":
+        return compare_reports(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 

@@ -31,8 +31,9 @@ NODE_RE = re.compile(r"test_conformance\[(?P<case>.*)\[(?P<backend>[^\[\]]*)\]\]
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("bnconform", "BatchNorm conformance")
     group.addoption("--backend", action="append", default=[], metavar="NAME",
-                    help="backend to test (repeatable): torch, torch-cuda, numpy, or package.module:attr. "
-                         "Default: every built-in backend that can run here.")
+                    help="backend to test (repeatable): a built-in or plugin name, package.module:attr, "
+                         "torch-module:package.module:factory, or ALIAS=any of those to run it under another "
+                         "name. Default: every built-in backend that can run here.")
     group.addoption("--specs", action="append", default=[], metavar="DIR",
                     help="extra spec directory, added to the built-in specs/ (repeatable)")
     group.addoption("--case", action="append", default=[], metavar="ID",
@@ -51,6 +52,12 @@ def add_options(parser: pytest.Parser) -> None:
     bench.addoption("--bench-backend", action="append", default=[], metavar="NAME", help="backend to time (repeatable)")
     bench.addoption("--bench-shape", action="append", default=[], metavar="NxCx...", help="only this shape (repeatable)")
     bench.addoption("--bench-threads", type=int, default=0, metavar="N", help="threads for every backend (0: torch's)")
+
+
+def split_alias(name: str) -> tuple[str, str]:
+    """`ALIAS=SPEC` runs SPEC under the column name ALIAS (a new build standing in for an old one)."""
+    alias, sep, spec = name.partition("=")
+    return (alias, spec) if sep and alias and ":" not in alias else (name, name)
 
 
 def _matches(case_id: str, patterns: list[str]) -> bool:
@@ -82,7 +89,7 @@ def configure(config: pytest.Config) -> None:
     )
     names = config.getoption("backend") or default_backends()
     try:
-        config.stash[BACKENDS_KEY] = [(name, resolve(name)) for name in dict.fromkeys(names)]
+        config.stash[BACKENDS_KEY] = [(alias, resolve(spec)) for alias, spec in map(split_alias, dict.fromkeys(names))]
     except UnknownBackend as exc:
         raise pytest.UsageError(str(exc)) from None
     paths = [Path(p) for p in config.getoption("manifest")]

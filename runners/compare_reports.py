@@ -1,0 +1,131 @@
+"""`bnconform compare BASE NEW`: what changed between two runs.
+
+Conformance reports: cases newly failing (the regressions), newly passing, added, removed,
+other outcome changes, changed diagnoses. Timing reports: per backend x shape x phase, the
+ratio of medians, a regression above the threshold, and each side's min-max spread so a
+change can be told from jitter. Markdown for a pull-request comment, JSON for tools.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from runners.results import RunReport
+
+FAILING = {"failed", "error"}
+
+
+def kind(data: dict[str, Any]) -> str:
+    if "results" in data:
+        return "conformance"
+    if "benchmarks" in data:
+        return "timing"
+    raise ValueError("neither a conformance.json nor a timing.json")
+
+
+def load(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def compare_conformance(base: RunReport, new: RunReport) -> dict[str, Any]:
+    old = {(r.spec, r.backend): r for r in base.results}
+    cur = {(r.spec, r.backend): r for r in new.results}
+
+    def row(key: tuple[str, str]) -> dict[str, Any]:
+        b, n = old.get(key), cur.get(key)
+        return {"case": key[0], "backend": key[1], "base": b.outcome if b else None, "new": n.outcome if n else None,
+                "base_diagnosis": b.diagnosis if b else [], "new_diagnosis": n.diagnosis if n else [],
+                "message": (n.message.strip().splitlines() or [""])[0] if n else ""}
+
+    both = [k for k in cur if k in old]
+    newly_failing = [row(k) for k in both if cur[k].outcome in FAILING and old[k].outcome not in FAILING]
+    added_failing = [row(k) for k in cur if k not in old and cur[k].outcome in FAILING]
+    return {
+        "kind": "conformance",
+        "base": base.metadata, "new": new.metadata,
+        "spec_set_changed": base.metadata.get("spec_digest") != new.metadata.get("spec_digest"),
+        "newly_failing": newly_failing,
+        "added_failing": added_failing,
+        "newly_passing": [row(k) for k in both if old[k].outcome in FAILING and cur[k].outcome == "passed"],
+        "changed": [row(k) for k in both if old[k].outcome != cur[k].outcome
+                    and not (cur[k].outcome in FAILING) != (old[k].outcome in FAILING)],
+        "changed_diagnosis": [row(k) for k in both if cur[k].outcome in FAILING and old[k].outcome in FAILING
+                              and sorted(cur[k].diagnosis) != sorted(old[k].diagnosis)],
+        "added": [row(k) for k in cur if k not in old],
+        "removed": [row(k) for k in old if k not in cur],
+        "regressions": len(newly_failing) + len(added_failing),
+    }
+
+
+def _timing_rows(data: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, float]]:
+    out = {}
+    for b in data.get("benchmarks", []):
+        info, stats = b.get("extra_info", {}), b["stats"]
+        out[(info.get("backend", "?"), info.get("shape", ""), info.get("phase", "?"))] = {
+            "median": stats["median"], "min": stats["min"], "max": stats["max"]}
+    return out
+
+
+def compare_timing(base: dict[str, Any], new: dict[str, Any], threshold: float) -> dict[str, Any]:
+    old, cur = _timing_rows(base), _timing_rows(new)
+    rows = []
+    for key in [k for k in cur if k in old]:
+        b, n = old[key], cur[key]
+        ratio = n["median"] / b["median"]
+        spread = max((b["max"] - b["min"]) / b["median"], (n["max"] - n["min"]) / n["median"])
+        rows.append({"backend": key[0], "shape": key[1], "phase": key[2], "base_median_s": b["median"],
+                     "new_median_s": n["median"], "ratio": ratio, "spread": spread,
+                     "regression": ratio > 1 + threshold, "within_noise": abs(ratio - 1) <= spread})
+    meta = lambda d: d.get("bnconform", {}).get("metadata", {})  # noqa: E731
+    return {"kind": "timing", "threshold": threshold, "base": meta(base), "new": meta(new), "rows": rows,
+            "added": [list(k) for k in cur if k not in old], "removed": [list(k) for k in old if k not in cur],
+            "regressions": sum(r["regression"] for r in rows)}
+
+
+def compare(base_path: Path, new_path: Path, threshold: float = 0.10) -> dict[str, Any]:
+    base, new = load(base_path), load(new_path)
+    kb, kn = kind(base), kind(new)
+    if kb != kn:
+        raise ValueError(f"cannot compare a {kb} report with a {kn} report")
+    if kb == "conformance":
+        return compare_conformance(RunReport.from_json(base), RunReport.from_json(new))
+    return compare_timing(base, new, threshold)
+
+
+def _section(title: str, rows: list[dict[str, Any]], cols: list[str]) -> list[str]:
+    if not rows:
+        return []
+    return [f"### {title} ({len(rows)})", "", tabulate([[r.get(c, "") for c in cols] for r in rows], headers=cols,
+                                                       tablefmt="github"), ""]
+
+
+def markdown(diff: dict[str, Any]) -> str:
+    b, n = diff.get("base", {}), diff.get("new", {})
+    head = [f"## bnconform compare: {diff['kind']}", "",
+            f"base: {b.get('git_commit', '?')} ({b.get('date', '?')}); new: {n.get('git_commit', '?')} ({n.get('date', '?')})",
+            ""]
+    if diff["kind"] == "conformance":
+        verdict = f"**{diff['regressions']} regression(s)**" if diff["regressions"] else "no regression"
+        head += [verdict + (" — the spec set changed between the runs" if diff["spec_set_changed"] else ""), ""]
+        cols = ["case", "backend", "base", "new", "new_diagnosis", "message"]
+        body = (_section("Newly failing", diff["newly_failing"], cols)
+                + _section("Added and failing", diff["added_failing"], cols)
+                + _section("Newly passing", diff["newly_passing"], cols[:4])
+                + _section("Changed diagnosis", diff["changed_diagnosis"], ["case", "backend", "base_diagnosis", "new_diagnosis"])
+                + _section("Other outcome changes", diff["changed"], cols[:4])
+                + _section("Added", diff["added"], cols[:2] + ["new"])
+                + _section("Removed", diff["removed"], cols[:3]))
+        return "\n".join(head + (body or ["Nothing changed."]))
+    head += [f"threshold {diff['threshold']:.0%}: **{diff['regressions']} regression(s)**. "
+             "Spread = the larger (max - min) / median of the two runs; a change inside it is jitter.", ""]
+    table = [[r["backend"], r["shape"], r["phase"], f"{r['base_median_s'] * 1e3:.3f}", f"{r['new_median_s'] * 1e3:.3f}",
+              f"{r['ratio']:.2f}", f"{r['spread']:.0%}",
+              "REGRESSION" if r["regression"] else ("jitter" if r["within_noise"] else "")] for r in diff["rows"]]
+    return "\n".join(head + [tabulate(table, headers=["backend", "shape", "phase", "base ms", "new ms", "new/base",
+                                                      "spread", ""], tablefmt="github"), ""])
