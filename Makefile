@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: matrix test clean
+.PHONY: matrix test baseline check-baseline clean
 
 ## matrix: the conformance matrix over the built-in backends -> reports/conformance.{json,md}
 matrix: $(STAMP)
@@ -14,6 +14,17 @@ matrix: $(STAMP)
 ## test: the suite's own tests and every conformance case on every built-in backend
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto --dist worksteal
+
+## baseline: refresh the committed baseline (conformance and timing) from this machine
+baseline: $(STAMP)
+	$(BIN)/bnconform run --out reports/baseline
+	$(BIN)/bnconform bench --out reports/baseline
+	rm -f reports/baseline/conformance.md reports/baseline/timing.md
+
+## check-baseline: the conformance matrix compared with the committed baseline (exit 1 on a regression)
+check-baseline: $(STAMP)
+	$(BIN)/bnconform run --out reports
+	$(BIN)/bnconform compare reports/baseline/conformance.json reports/conformance.json --md reports/compare.md
 
 $(STAMP): pyproject.toml setup.py $(wildcard runners/backends/c/*)
 	$(PYTHON) -m venv $(VENV)

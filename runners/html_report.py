@@ -98,14 +98,17 @@ def timing_chart_svg(table: list[dict[str, Any]]) -> str:
     fig, axes = plt.subplots(len(phases), 1, figsize=(10, 3.2 * len(phases)), squeeze=False)
     width = 0.8 / max(len(backends), 1)
     for ax, phase in zip(axes[:, 0], phases):
+        lowest = 1.0
         for i, b in enumerate(backends):
             values = []
             for s in shapes:
                 cell = next((r for r in table if r["backend"] == b and r["shape"] == s and r["phase"] == phase), None)
                 values.append(cell["ratio_to_torch"] if cell and cell.get("ratio_to_torch") else 0.0)
             ax.bar([x + i * width for x in range(len(shapes))], values, width, label=b)
+            lowest = min([lowest] + [v for v in values if v > 0])
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
+        ax.set_ylim(bottom=lowest * 0.7)  # log bars start at 0: show the shortest whole
         ax.set_title(f"{phase}: time ratio to torch (below 1 is faster)")
         ax.set_xticks([x + width * (len(backends) - 1) / 2 for x in range(len(shapes))], shapes, fontsize=8)
         ax.legend(fontsize=8)

@@ -132,6 +132,8 @@ def markdown(meta: dict[str, Any], table: list[dict[str, Any]], copy_gbs: Option
 def write(bench_json: Path, out_dir: Path, threads: int, backends: list[str]) -> list[Path]:
     """Merge run metadata and the derived table into timing.json; write timing.md."""
     bench = json.loads(Path(bench_json).read_text())
+    for b in bench.get("benchmarks", []):
+        b["stats"].pop("data", None)  # every round's time: megabytes, and the statistics say it all
     meta = metadata(threads, backends)
     table, copy_gbs = rows(bench)
     bench["bnconform"] = {"metadata": meta, "copy_gbs": copy_gbs, "table": table,
