@@ -75,7 +75,7 @@ def matrix_section(report: RunReport) -> str:
     return f"""
 <h2>Conformance matrix</h2>
 <p class="meta">bnconform {_e(report.suite_version)}, commit {_e(meta.get('git_commit', '?'))}, spec digest
-{_e(str(meta.get('spec_digest', '?'))[:16])}, {_e(meta.get('date', report.created))}, {_e(meta.get('cpu_model', ''))};
+{_e(str(meta.get('spec_digest', '?'))[:16])}, {_e(meta.get('date', '?'))}, {_e(meta.get('cpu_model', ''))};
 {len(specs)} cases. {counts}</p>
 <div class="filters">{_options('family', families)} {_options('backend', backends)}
  <span>showing <span id="shown">{len(specs)}</span> cases</span></div>

@@ -32,15 +32,15 @@ def _first_line(text: str) -> str:
 
 def markdown(report: RunReport) -> str:
     backends = report.backend_names()
+    meta = report.metadata
     lines = [
         "# BatchNorm conformance matrix",
         "",
-        f"bnconform {report.suite_version}, {report.created}, Python {report.python} on {report.platform}; "
-        f"wall time {report.wall_time_s:.1f} s.",
+        f"bnconform {report.suite_version}, {meta.get('date', '?')}, Python {meta.get('packages', {}).get('python', '?')} "
+        f"on {meta.get('os', '?')}; wall time {report.wall_time_s:.1f} s.",
         "",
-        f"git commit {report.metadata.get('git_commit', 'unknown')}, spec set digest "
-        f"{report.metadata.get('spec_digest', 'unknown')[:16]}, CPU {report.metadata.get('cpu_model', '?')}, "
-        f"{report.metadata.get('threads', '?')} threads.",
+        f"git commit {meta.get('git_commit', 'unknown')}, spec set digest "
+        f"{meta.get('spec_digest', 'unknown')[:16]}, CPU {meta.get('cpu_model', '?')}, {meta.get('threads', '?')} threads.",
         "",
         tabulate(
             [[b.name, b.version, b.unavailable or "yes"] for b in report.backends],

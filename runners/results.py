@@ -1,9 +1,7 @@
 """The one result model every report writer reads: a run's metadata and its case x backend results."""
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +35,6 @@ class RunReport:
     suite_version: str
     backends: list[BackendInfo]
     results: list[CaseResult] = field(default_factory=list)
-    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    python: str = field(default_factory=platform.python_version)
-    platform: str = field(default_factory=platform.platform)
     wall_time_s: float = 0.0
     strict: bool = False  # xpassed cells fail the gate
     metadata: dict[str, Any] = field(default_factory=dict)  # runners/metadata.py: what produced it
@@ -76,9 +71,6 @@ class RunReport:
             suite_version=data["suite_version"],
             backends=[BackendInfo(**b) for b in data["backends"]],
             results=[CaseResult(**r) for r in data["results"]],
-            created=data.get("created", ""),
-            python=data.get("python", ""),
-            platform=data.get("platform", ""),
             wall_time_s=data.get("wall_time_s", 0.0),
             strict=data.get("strict", False),
             metadata=data.get("metadata", {}),

@@ -3,7 +3,6 @@ to torch measured in the same run, the share of the measured copy bandwidth, and
 performance target stands."""
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -20,7 +19,6 @@ NCHW = [shape_id(s) for s in SHAPES if len(s) == 4 and s != (4, 8, 4, 4)]
 def metadata(threads: int, backends: list[str]) -> dict[str, Any]:
     return {
         **run_metadata(spec_files([BUILTIN_SPECS]), thread_count=threads),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "backends": backends,
         "bytes_model": {p: f"{n} tensor sizes" for p, n in TENSORS_MOVED.items()},
     }
@@ -88,7 +86,7 @@ def markdown(meta: dict[str, Any], table: list[dict[str, Any]], copy_gbs: Option
     lines = [
         "# BatchNorm timing",
         "",
-        f"bnconform {meta['suite_version']} ({meta['git_commit'][:12]}), {meta['created']}; CPU: {meta['cpu_model']} "
+        f"bnconform {meta['suite_version']} ({meta['git_commit'][:12]}), {meta['date']}; CPU: {meta['cpu_model']} "
         f"({meta['cpu_count']} logical CPUs); **{meta['threads']} threads for every backend** "
         "(torch intra-op threads, the C kernel's OpenMP team; NumPy is single-threaded by nature). "
         f"float32. Packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()) + ".",
