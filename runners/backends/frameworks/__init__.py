@@ -32,3 +32,15 @@ class FrameworkBackend:
         except Exception as exc:
             return f"{self.name} is not importable ({type(exc).__name__}: {exc}); {self.install_hint}"
         return None
+
+
+class FrameworkModule:
+    """What the module side of every adapter shares: the train/eval flag, read at call time."""
+
+    training = True
+
+    def train(self) -> None:
+        self.training = True
+
+    def eval(self) -> None:
+        self.training = False

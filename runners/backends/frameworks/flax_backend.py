@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runners.backends.frameworks import FrameworkBackend
+from runners.backends.frameworks import FrameworkBackend, FrameworkModule
 from runners.protocol import Capabilities, Conventions, ModuleConfig
 
 PROFILE = Conventions(momentum="decay", running_var="biased", default_eps=1e-5, one_value_raises=False, counter=False)
@@ -35,11 +35,10 @@ def _flax() -> tuple[Any, Any]:
     return jax, nn
 
 
-class FlaxModule:
+class FlaxModule(FrameworkModule):
     def __init__(self, config: ModuleConfig) -> None:
         self.jax, self.nn = _flax()
         self.config = config
-        self.training = True
         self.momentum = config.momentum
         self.dtype = np.dtype(config.dtype)
         sample = np.zeros((2, config.num_features), self.dtype)
@@ -50,12 +49,6 @@ class FlaxModule:
         c = self.config
         return self.nn.BatchNorm(axis=1, momentum=self.momentum, epsilon=c.eps, use_bias=c.affine, use_scale=c.affine,
                                  dtype=c.dtype, param_dtype=c.dtype)
-
-    def train(self) -> None:
-        self.training = True
-
-    def eval(self) -> None:
-        self.training = False
 
     def set_attribute(self, name: str, value: object) -> None:
         if name != "momentum":

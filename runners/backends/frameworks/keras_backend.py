@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runners.backends.frameworks import FrameworkBackend
+from runners.backends.frameworks import FrameworkBackend, FrameworkModule
 from runners.protocol import Capabilities, Conventions, ModuleConfig
 
 PROFILE = Conventions(momentum="decay", running_var="biased", default_eps=1e-3, one_value_raises=False, counter=False)
@@ -35,11 +35,10 @@ def _keras() -> Any:
     return keras
 
 
-class KerasModule:
+class KerasModule(FrameworkModule):
     def __init__(self, config: ModuleConfig) -> None:
         self.keras = _keras()
         self.config = config
-        self.training = True
         self.layer = self.keras.layers.BatchNormalization(
             axis=1, momentum=config.momentum, epsilon=config.eps, center=config.affine, scale=config.affine,
             dtype=config.dtype)
@@ -49,12 +48,6 @@ class KerasModule:
 
     def _var(self, name: str) -> Any:
         return getattr(self.layer, NAMES[name], None)
-
-    def train(self) -> None:
-        self.training = True
-
-    def eval(self) -> None:
-        self.training = False
 
     def set_attribute(self, name: str, value: object) -> None:
         if name != "momentum":

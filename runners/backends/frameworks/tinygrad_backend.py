@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runners.backends.frameworks import FrameworkBackend
+from runners.backends.frameworks import FrameworkBackend, FrameworkModule
 from runners.protocol import Capabilities, Conventions, ModuleConfig
 
 PROFILE = Conventions(momentum="torch", running_var="unbiased", default_eps=1e-5, one_value_raises=True)
@@ -37,7 +37,7 @@ def _tinygrad() -> Any:
     return tinygrad
 
 
-class TinygradModule:
+class TinygradModule(FrameworkModule):
     def __init__(self, config: ModuleConfig) -> None:
         tg = _tinygrad()
         from tinygrad import nn
@@ -46,15 +46,8 @@ class TinygradModule:
         self.Tensor, self.Context = tg.Tensor, Context
         self.bn = nn.BatchNorm(config.num_features, eps=config.eps, affine=config.affine,
                                track_running_stats=config.track_running_stats, momentum=config.momentum)
-        self.training = True
         self._x: Any = None
         self._y: Any = None
-
-    def train(self) -> None:
-        self.training = True
-
-    def eval(self) -> None:
-        self.training = False
 
     def set_attribute(self, name: str, value: object) -> None:
         setattr(self.bn, name, value)
