@@ -1,4 +1,4 @@
-"""Build step for the C backend: compiles runners/backends/c into runners.backends._bnc (cffi).
+"""Build step for the C backend: compiles runners/backends/c into bnconform.runners.backends._bnc (cffi).
 
 Everything else about the package is in pyproject.toml. The extension is optional: without a
 working compiler the install still succeeds and the `cffi` backend skips its cases, saying why.

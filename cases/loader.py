@@ -5,6 +5,7 @@ the person reading it is editing YAML, not Python.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 from typing import Any, Iterable
@@ -128,7 +129,16 @@ def spec_files(directories: Iterable[Path]) -> list[Path]:
 
 
 def load_cases(directories: Iterable[Path]) -> list[Case]:
-    """All cases of every spec file under the directories; case ids must be unique."""
+    """All cases of every spec file under the directories; case ids must be unique.
+
+    Loaded once per process for a given set of directories: the command line, the pytest
+    plugin and every cell share one parse.
+    """
+    return list(_load_cases(tuple(Path(d).resolve() for d in directories)))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cases(directories: tuple[Path, ...]) -> tuple[Case, ...]:
     cases: list[Case] = []
     where: dict[str, Path] = {}
     for path in spec_files(directories):
@@ -137,4 +147,4 @@ def load_cases(directories: Iterable[Path]) -> list[Case]:
                 raise SpecError(path, case.spec_id, "id", f"case id {case.id} also defined in {where[case.id]}")
             where[case.id] = path
             cases.append(case)
-    return cases
+    return tuple(cases)

@@ -1,3 +1,2 @@
-"""Runners: backends, case execution, report writers and the CLI."""
-
-__version__ = "0.1.0"
+"""Runners: the engine that executes cases on backends, the backends, the report writers, the
+benchmarks and the command line (`bnconform`)."""

@@ -1,54 +1,59 @@
-"""`bnconform` console script: run the conformance matrix and write its reports.
+"""`bnconform` console script.
 
-`bnconform run` is pytest underneath (the same cases, ids and options as `pytest`), with the
-exit status made into a CI gate: 0 nothing failed, 1 a case failed or errored, 2 usage or
-spec errors.
+`run`, `check` and `mutants` are one pytest session each, through bnconform's pytest plugin
+(the same cells, options, manifests and outcomes as in a user's own pytest), followed by a
+view over the report it wrote: the matrix, one backend's verdict per family, or the mutation
+score. What the user typed is checked first, so a mistake is one line and exit 2 before any
+case runs. Exit codes: 0 every selected cell ran and passed (or deviates as declared, or is
+an expected failure); 1 a cell failed or errored; 2 usage, spec or --out error, or the run
+was interrupted (no verdict).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from types import FrameType
+from typing import Callable, Optional, Sequence
 
 import pytest
 
-from cases.loader import BUILTIN_SPECS, SpecError, load_cases
-from runners import manifest
-from runners.backends import UnknownBackend, resolve
-from runners.plugin import split_alias
+import bnconform
+from bnconform.cases.loader import SpecError
+from bnconform.runners.backends import UnknownBackend
+from bnconform.runners.engine import manifest, options
+from bnconform.runners.engine.cells import EmptySelection, selected_cases, selected_columns
+from bnconform.runners.engine.options import BENCH, CHECK, MUTANTS, RUN, Settings
+from bnconform.runners.reports import outdir
+from bnconform.runners.reports.results import RunReport
 
-ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(bnconform.__file__).parent
+CELLS_MODULE = PACKAGE / "cases" / "test_conformance.py"
+BENCH_MODULE = PACKAGE / "runners" / "bench" / "cases.py"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageProblem(Exception):
+    """What the user typed cannot run (printed as one line, exit 2)."""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bnconform", description="BatchNorm behaviour conformance suite")
+    parser.add_argument("--version", action="version", version=f"bnconform {bnconform.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the conformance cases and write the matrix")
-    run.add_argument("--backend", action="append", default=[], metavar="NAME",
-                     help="torch, torch-cuda, numpy or package.module:attr (repeatable; default: built-ins available here)")
-    run.add_argument("--specs", action="append", default=[], metavar="DIR", help="extra spec directory (repeatable)")
-    run.add_argument("--case", action="append", default=[], metavar="ID", help="only this case id or glob (repeatable)")
-    run.add_argument("--exclude", action="append", default=[], metavar="ID", help="leave out this case id or glob (repeatable)")
-    run.add_argument("--family", action="append", default=[], metavar="NAME", help="only this family (repeatable)")
-    run.add_argument("--manifest", action="append", default=[], metavar="FILE",
-                     help="expected-deviation manifest (YAML): matching cells are xfailed (repeatable)")
-    run.add_argument("--strict", action="store_true", help="a manifest entry that passes (xpassed) fails the gate")
-    run.add_argument("--out", default="reports", metavar="DIR", help="report directory (default: reports)")
-    run.add_argument("-n", "--workers", default="0", metavar="N",
-                     help="pytest-xdist workers: a number or 'auto' (default 0: in-process)")
-    run.add_argument("-v", "--verbose", action="store_true", help="one line per case")
-    run.add_argument("--html", action="store_true", help="also write conformance.html (self-contained)")
-    bench = sub.add_parser("bench", help="time every backend with pytest-benchmark; write timing.json and timing.md")
-    bench.add_argument("--backend", action="append", default=[], metavar="NAME",
-                       help="backend to time (repeatable; default: torch, numpy, cffi; torch is always timed, as the reference)")
-    bench.add_argument("--out", default="reports", metavar="DIR", help="report directory (default: reports)")
-    bench.add_argument("--threads", type=int, default=0, metavar="N", help="threads for every backend (default: torch's)")
-    bench.add_argument("--shape", action="append", default=[], metavar="NxCx...", help="only this shape, e.g. 4x8x4x4 (repeatable)")
-    bench.add_argument("--max-time", type=float, default=0.5, metavar="S", help="seconds per benchmark beyond 5 rounds (default 0.5)")
-    bench.add_argument("--html", action="store_true", help="also write timing.html with the chart")
+    options.add_cli_options(sub.add_parser(RUN, help="run the conformance cases and write the matrix"), RUN)
+    options.add_cli_options(sub.add_parser(CHECK, help="one backend, the plugin author's view: verdict per family, "
+                                                       "first failures"), CHECK)
+    mut = sub.add_parser(MUTANTS, help="score the suite on deliberately broken backends: killed and diagnosed")
+    mut.add_argument("--corpus", default=None, metavar="MODULE",
+                     help="module with MUTANTS and CAUSE (default: the corpus shipped with bnconform)")
+    mut.add_argument("--mutant", action="append", default=[], metavar="NAME", help="only this mutant (repeatable)")
+    options.add_cli_options(mut, MUTANTS)
+    options.add_cli_options(sub.add_parser(BENCH, help="time every backend with pytest-benchmark; write timing.json "
+                                                       "and timing.md"), BENCH)
     cmp_ = sub.add_parser("compare", help="what changed between two conformance (or two timing) reports")
     cmp_.add_argument("base", metavar="BASE", help="the earlier conformance.json or timing.json")
     cmp_.add_argument("new", metavar="NEW", help="the later report of the same kind")
@@ -57,176 +62,150 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--json", metavar="FILE", help="also write the diff as JSON")
     cmp_.add_argument("--md", metavar="FILE", help="also write the Markdown (for a pull-request comment)")
     cmp_.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page (diff + new report)")
-    chk = sub.add_parser("check", help="one backend, the plugin author's view: verdict per family, first failures")
-    chk.add_argument("--backend", required=True, metavar="NAME", help="the backend to check")
-    chk.add_argument("--specs", action="append", default=[], metavar="DIR", help="extra spec directory (repeatable)")
-    chk.add_argument("--family", action="append", default=[], metavar="NAME", help="only this family (repeatable)")
-    mut = sub.add_parser("mutants", help="score the suite on deliberately broken backends: killed and diagnosed")
-    mut.add_argument("--corpus", default="tests.mutants", metavar="MODULE",
-                     help="module with MUTANTS and CAUSE (default: tests.mutants)")
-    mut.add_argument("--mutant", action="append", default=[], metavar="NAME", help="only this mutant (repeatable)")
-    mut.add_argument("--specs", action="append", default=[], metavar="DIR", help="extra spec directory (repeatable)")
-    mut.add_argument("--out", default="reports", metavar="DIR", help="writes mutants.md and mutants.json here")
     return parser
 
 
-def compare_reports(args: argparse.Namespace) -> int:
-    """Print the diff as Markdown; exit 1 on any regression, 2 on unreadable input."""
-    import json
-
-    from runners.compare_reports import compare, load, markdown
-
-    try:
-        diff = compare(Path(args.base), Path(args.new), args.threshold)
-    except (ValueError, KeyError) as exc:
-        print(f"bnconform: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    text = markdown(diff)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(diff, indent=2) + "\n", encoding="utf-8")
-    if args.md:
-        Path(args.md).write_text(text + "\n", encoding="utf-8")
-    if args.html:
-        from runners.html_report import page
-        from runners.results import RunReport
-
-        new = load(Path(args.new))
-        kwargs = {"conformance": RunReport.from_json(new)} if diff["kind"] == "conformance" else {"timing": new}
-        Path(args.html).write_text(page("bnconform compare", diff=diff, **kwargs), encoding="utf-8")
-    return EXIT_FAILED if diff["regressions"] else EXIT_OK
-
-
-def check_backend(args: argparse.Namespace) -> int:
-    """Print the check report; exit 1 when a case failed."""
-    from runners.check import check
-
-    _importable_from_cwd()
-    try:
-        cases = load_cases([BUILTIN_SPECS] + [Path(d) for d in args.specs])
-        backend = resolve(args.backend)
-    except (SpecError, UnknownBackend) as exc:
-        print(f"bnconform: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.family:
-        cases = [c for c in cases if c.family in args.family]
-    text, ok = check(args.backend, backend, cases)
-    print(text)
-    return EXIT_OK if ok else EXIT_FAILED
-
-
-def mutants(args: argparse.Namespace) -> int:
-    """Mutation score; exit 1 when a mutant survives or fewer than 90% are diagnosed correctly."""
-    import json
-
-    from runners.mutation import load_corpus, report, score, summary
-
-    _importable_from_cwd()
-    sys.path.insert(0, str(ROOT))  # the corpus lives in tests/
-    try:
-        cases = load_cases([BUILTIN_SPECS] + [Path(d) for d in args.specs])
-        corpus, causes = load_corpus(args.corpus)
-    except (SpecError, ImportError, AttributeError, ValueError) as exc:
-        print(f"bnconform: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    names = args.mutant or list(corpus)
-    unknown = [n for n in names if n not in corpus]
-    if unknown:
-        print(f"bnconform: unknown mutant {unknown}; corpus has {', '.join(corpus)}", file=sys.stderr)
-        return EXIT_USAGE
-    scores = []
-    for name in names:
-        scores.append(score(name, corpus[name], causes[name], cases))
-        m = scores[-1]
-        print(f"{name}: {'killed' if m.killed else 'SURVIVED'} ({m.failed}/{m.cases} cases failed); "
-              f"diagnosis: {', '.join(m.top_diagnoses) or 'none'}", flush=True)
-    text, data = report(scores)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "mutants.md").write_text(text)
-    (out / "mutants.json").write_text(json.dumps(data, indent=2) + "\n")
-    s = summary(scores)
-    print(f"\nmutation score: killed {s['killed']}/{s['total']}, correctly diagnosed "
-          f"{s['diagnosed']}/{s['with_known_cause']}")
-    print(f"wrote {out / 'mutants.md'}\nwrote {out / 'mutants.json'}")
-    ok = not s["survivors"] and s["diagnosed"] >= 0.9 * s["with_known_cause"]
-    return EXIT_OK if ok else EXIT_FAILED
-
-
-def _pytest_args(args: argparse.Namespace) -> list[str]:
-    out = [
-        str(ROOT / "cases" / "test_conformance.py"),
-        "--rootdir", str(ROOT),
-        "-p", "no:cacheprovider",
-        "--report-dir", str(Path(args.out).resolve()),
-        "-rfE",
-        "-v" if args.verbose else "-q",
-    ]
-    if args.workers not in ("0", ""):
-        out += ["-n", args.workers]
-    for flag in ("backend", "specs", "case", "exclude", "family", "manifest"):
-        for value in getattr(args, flag):
-            out += [f"--{flag}", str(Path(value).resolve()) if flag in ("specs", "manifest") else value]
-    if args.strict:
-        out.append("--strict-manifest")
-    return out
-
-
 def _importable_from_cwd() -> None:
-    """`--backend pkg.module:attr` resolves from the current directory, here and in xdist workers."""
+    """`--backend pkg.module:attr` resolves from the current directory, here and in every worker."""
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (cwd, os.environ.get("PYTHONPATH", "")) if p)
 
 
-def run(args: argparse.Namespace) -> int:
-    _importable_from_cwd()
-    try:  # fail fast, before pytest starts, on what the user typed
-        load_cases([BUILTIN_SPECS] + [Path(d) for d in args.specs])
-        for name in args.backend:
-            resolve(split_alias(name)[1])
-        manifest.load(Path(p) for p in args.manifest)
-    except (SpecError, UnknownBackend, manifest.ManifestError) as exc:
-        print(f"bnconform: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    code = int(pytest.main(_pytest_args(args)))
-    report = Path(args.out) / "conformance.json"
-    if args.html and report.exists():
-        from runners.html_report import page
-        from runners.results import RunReport
+def _check_request(settings: Settings, command: str) -> None:
+    """Fail fast, before pytest starts, on what the user typed (the plugin checks the same again,
+    from the same cached specs, for users who run it from pytest)."""
+    try:
+        selected_cases(settings)
+        selected_columns(settings)
+        manifest.load(Path(p) for p in settings.manifest)
+        outdir.prepare(Path(settings.out), outdir.REPORT_FILES[command])
+    except (SpecError, EmptySelection, UnknownBackend, manifest.ManifestError, outdir.OutDirError) as exc:
+        raise UsageProblem(str(exc)) from None
 
-        out = Path(args.out) / "conformance.html"
-        out.write_text(page("BatchNorm conformance", conformance=RunReport.read(report)), encoding="utf-8")
-        print(f"wrote {out}")
-    if code == 0:
-        return EXIT_OK
-    if code == 1:
-        return EXIT_FAILED
-    if code == 5:
+
+def _plugins(*names: str) -> list[str]:
+    """`-p NAME` for entry-point plugins, needed only where pytest's plugin autoloading is off."""
+    return [a for n in names for a in ("-p", n)] if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD") else []
+
+
+def _pytest_base(module: Path) -> list[str]:
+    """A pytest session of bnconform's own: none of the caller's pytest configuration or conftests."""
+    return [str(module), "-c", os.devnull, "--rootdir", str(PACKAGE), "--noconftest", "--assert=plain", "-p", "no:cacheprovider",
+            *_plugins("bnconform")]
+
+
+def _interrupt_on_sigterm() -> None:
+    """A CI job cancelled with SIGTERM stops like Ctrl-C: the report is written, marked interrupted."""
+    def handler(signum: int, frame: Optional[FrameType]) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _engine(args: argparse.Namespace, command: str, backends: Optional[list[str]] = None) -> tuple[int, Optional[RunReport]]:
+    """One pytest session over the selected cells; the pytest exit code made a gate, and the report."""
+    _importable_from_cwd()
+    settings = Settings.from_args(args, command)
+    if backends is not None:
+        settings.backend = backends
+    _check_request(settings, command)
+    argv = _pytest_base(CELLS_MODULE) + ["-v" if args.verbose else "-q"]
+    argv += ["-rfE"] if command == RUN else ["-rN", "--tb=no"]
+    if str(args.workers) not in ("0", ""):
+        argv += [*_plugins("xdist"), "-n", str(args.workers), "--max-worker-restart", "1000"]
+    argv += options.pytest_args(args, command)
+    if backends is not None:
+        argv += [a for name in backends for a in ("--bnconform-backend", name)]
+    _interrupt_on_sigterm()
+    code = int(pytest.main(argv))
+    path = Path(settings.out) / "conformance.json"
+    report = RunReport.read(path) if path.exists() else None
+    if code in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and report is None:
+        print("bnconform: the run wrote no report", file=sys.stderr)
+        return EXIT_USAGE, None
+    if code == pytest.ExitCode.OK:
+        return EXIT_OK, report
+    if code == pytest.ExitCode.TESTS_FAILED:
+        return EXIT_FAILED, report
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         print("bnconform: no case matched the selection", file=sys.stderr)
-    return EXIT_USAGE
+    return EXIT_USAGE, report
+
+
+def run(args: argparse.Namespace) -> int:
+    return _engine(args, RUN)[0]
+
+
+def check(args: argparse.Namespace) -> int:
+    """The check view of one backend (printed and written to check.md); exit 1 when a cell failed."""
+    from bnconform.runners.reports.check import check_text
+
+    if len(args.backend) != 1:
+        raise UsageProblem("check takes exactly one --backend")
+    code, report = _engine(args, CHECK)
+    if report is None:
+        return code
+    text, ok = check_text(report, selected_columns(Settings.from_args(args, CHECK))[0].name)
+    print(text)
+    (Path(args.out) / "check.md").write_text(text + "\n", encoding="utf-8")
+    return code if code == EXIT_USAGE else (EXIT_OK if ok else EXIT_FAILED)
+
+
+def mutants(args: argparse.Namespace) -> int:
+    """Mutation score; exit 1 when a mutant survives or fewer than 90% are diagnosed correctly."""
+    from bnconform.runners.backends import MUTANTS_MODULE
+    from bnconform.runners.reports.mutants import load_corpus, report, score, summary
+
+    _importable_from_cwd()
+    module = args.corpus or MUTANTS_MODULE
+    try:
+        corpus, causes = load_corpus(module)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise UsageProblem(f"corpus {module}: {exc}") from None
+    names = args.mutant or list(corpus)
+    unknown = [n for n in names if n not in corpus]
+    if unknown:
+        raise UsageProblem(f"unknown mutant {unknown}; the corpus has {', '.join(corpus)}")
+    code, run_report = _engine(args, MUTANTS, backends=[f"{n}={module}:{n}" for n in names])
+    if run_report is None:
+        return code
+    scores = [score(n, causes[n], [r for r in run_report.results if r.backend == n]) for n in names]
+    for m in scores:
+        print(f"{m.name}: {'killed' if m.killed else 'SURVIVED'} ({m.failed}/{m.cases} cases failed); "
+              f"diagnosis: {', '.join(m.top_diagnoses) or 'none'}")
+    text, data = report(scores)
+    out = Path(args.out)
+    (out / "mutants.md").write_text(text, encoding="utf-8")
+    (out / "mutants.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    s = summary(scores)
+    print(f"\nmutation score: killed {s['killed']}/{s['total']}, correctly diagnosed "
+          f"{s['diagnosed']}/{s['with_known_cause']}")
+    print(f"wrote {out / 'mutants.md'}\nwrote {out / 'mutants.json'}")
+    if run_report.interrupted:
+        return EXIT_USAGE
+    ok = not s["survivors"] and s["diagnosed"] >= 0.9 * s["with_known_cause"]
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def bench(args: argparse.Namespace) -> int:
-    """Time the backends (pytest-benchmark), then write timing.json and timing.md."""
+    """Time the backends (pytest-benchmark, in this process), then write timing.json and timing.md."""
     import tempfile
 
-    from runners.bench_setup import SHAPES, shape_id
-    from runners.timing_report import write
+    from bnconform.runners.bench.workloads import SHAPES, shape_id
+    from bnconform.runners.reports.timing import write
 
     _importable_from_cwd()
     names = list(dict.fromkeys(["torch"] + (args.backend or ["numpy", "cffi"])))
     try:
-        for name in names:
-            resolve(name)
-    except UnknownBackend as exc:
-        print(f"bnconform: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        selected_columns(Settings(backend=names))
+        out = outdir.prepare(Path(args.out), outdir.REPORT_FILES[BENCH])
+    except (UnknownBackend, outdir.OutDirError) as exc:
+        raise UsageProblem(str(exc)) from None
     unknown = [s for s in args.shape if s not in {shape_id(x) for x in SHAPES}]
     if unknown:
-        print(f"bnconform: unknown shape {unknown}; shapes: {', '.join(shape_id(x) for x in SHAPES)}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageProblem(f"unknown shape {unknown}; shapes: {', '.join(shape_id(x) for x in SHAPES)}")
     threads = args.threads
     if not threads:
         import torch
@@ -236,44 +215,64 @@ def bench(args: argparse.Namespace) -> int:
         del os.environ[var]  # launched from an xdist worker: benchmarks would be disabled
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "benchmark.json"
-        pytest_args = [
-            str(ROOT / "runners" / "bench_cases.py"), "--rootdir", str(ROOT), "-p", "no:cacheprovider", "-p", "no:xdist", "-q",
-            f"--benchmark-json={raw}", "--benchmark-min-rounds=5", f"--benchmark-max-time={args.max_time}",
-            "--benchmark-warmup=on", "--benchmark-warmup-iterations=1", "--benchmark-disable-gc",
-            "--benchmark-columns=median,min,max,rounds", "--benchmark-sort=name",
-            f"--bench-threads={threads}",
-        ] + [f"--bench-backend={n}" for n in names] + [f"--bench-shape={s}" for s in args.shape]
-        code = int(pytest.main(pytest_args))
+        argv = _pytest_base(BENCH_MODULE) + [*_plugins("benchmark"),
+            "-p", "no:xdist", "-q", f"--benchmark-json={raw}", "--benchmark-min-rounds=5",
+            f"--benchmark-max-time={args.max_time}", "--benchmark-warmup=on", "--benchmark-warmup-iterations=1",
+            "--benchmark-disable-gc", "--benchmark-columns=median,min,max,rounds", "--benchmark-sort=name",
+            f"--bnconform-threads={threads}",
+        ] + [a for n in names for a in ("--bnconform-backend", n)] + [a for s in args.shape for a in ("--bnconform-shape", s)]
+        code = int(pytest.main(argv))
         if not raw.exists():
             print("bnconform: the benchmark run wrote no results", file=sys.stderr)
             return EXIT_FAILED
-        paths = write(raw, Path(args.out), threads, names)
+        paths = write(raw, out, threads, names)
     if args.html:
-        import json as _json
+        from bnconform.runners.reports.html import page
 
-        from runners.html_report import page
-
-        out = Path(args.out) / "timing.html"
-        out.write_text(page("BatchNorm timing", timing=_json.loads(paths[0].read_text())), encoding="utf-8")
-        paths.append(out)
+        html_path = out / "timing.html"
+        html_path.write_text(page("BatchNorm timing", timing=json.loads(paths[0].read_text())), encoding="utf-8")
+        paths.append(html_path)
     for p in paths:
         print(f"wrote {p}")
     return EXIT_OK if code == 0 else EXIT_FAILED
 
 
+def compare_reports(args: argparse.Namespace) -> int:
+    """Print the diff as Markdown; exit 1 on any regression, 2 on unreadable input."""
+    from bnconform.runners.reports.compare import compare, load, markdown
+
+    try:
+        diff = compare(Path(args.base), Path(args.new), args.threshold)
+    except (ValueError, KeyError) as exc:
+        raise UsageProblem(str(exc)) from None
+    text = markdown(diff)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(diff, indent=2) + "\n", encoding="utf-8")
+    if args.md:
+        Path(args.md).write_text(text + "\n", encoding="utf-8")
+    if args.html:
+        from bnconform.runners.reports.html import page
+
+        new = load(Path(args.new))
+        html = (page("bnconform compare", diff=diff, conformance=RunReport.from_json(new)) if diff["kind"] == "conformance"
+                else page("bnconform compare", diff=diff, timing=new))
+        Path(args.html).write_text(html, encoding="utf-8")
+    return EXIT_FAILED if diff["regressions"] else EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    RUN: run, CHECK: check, MUTANTS: mutants, BENCH: bench, "compare": compare_reports,
+}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "run":
-        return run(args)
-    if args.command == "bench":
-        return bench(args)
-    if args.command == "mutants":
-        return mutants(args)
-    if args.command == "check":
-        return check_backend(args)
-    if args.command == "compare":
-        return compare_reports(args)
-    return EXIT_USAGE  # pragma: no cover - argparse requires a command
+    try:
+        return COMMANDS[args.command](args)
+    except UsageProblem as exc:
+        print(f"bnconform: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

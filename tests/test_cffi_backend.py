@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cases.loader import BUILTIN_SPECS, load_cases
-from runners.backends import cffi_backend
-from runners.backends.cffi_backend import CffiBackend, CKernel, CKernelError
-from runners.backends.kernel_module import OutputRecycler
-from runners.backends.numpy_backend import NumpyBackend
-from runners.execute import run_case
+from bnconform.cases.loader import BUILTIN_SPECS, load_cases
+from bnconform.runners.backends import cffi_backend
+from bnconform.runners.backends.cffi_backend import CffiBackend, CKernel, CKernelError
+from bnconform.runners.backends.kernel_module import OutputRecycler
+from bnconform.runners.backends.numpy_backend import NumpyBackend
+from bnconform.runners.engine.execute import run_case
 
 pytestmark = pytest.mark.skipif(CffiBackend().available() is not None, reason="C extension not built")
 

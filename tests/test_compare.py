@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cases.schema import Tolerance
-from runners.compare import mismatch
+from bnconform.cases.schema import Tolerance
+from bnconform.runners.engine.mismatch import mismatch
 
 TOL = Tolerance(rtol=1e-4, atol=1e-5)
 

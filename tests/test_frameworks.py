@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from cases.loader import BUILTIN_SPECS, load_cases
-from runners.backends import FRAMEWORKS, resolve, unavailable_reason
-from runners.execute import run_case
-from runners.manifest import load
+from bnconform.cases.loader import BUILTIN_SPECS, load_cases
+from bnconform.runners.backends import FRAMEWORKS, resolve, unavailable_reason
+from bnconform.runners.engine.execute import run_case
+from bnconform.runners.engine.manifest import load
 
 CASES = {c.id: c for c in load_cases([BUILTIN_SPECS])}
 # bessel/nc_golden: the biased-variance frameworks deviate by declaration, tinygrad matches torch.

@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 
-from cases.inputs import generate, materialize, uniform01
-from cases.schema import Generated, RandomArray
+from bnconform.cases.inputs import generate, materialize, uniform01
+from bnconform.cases.schema import Generated, RandomArray
 from tests.helpers import ROOT
 
 
@@ -30,7 +30,7 @@ def test_shape_by_dim_and_scale_offset() -> None:
 
 def test_same_bytes_in_a_fresh_process() -> None:
     code = (
-        "import hashlib; from cases.inputs import materialize; from cases.schema import Generated;"
+        "import hashlib; from bnconform.cases.inputs import materialize; from bnconform.cases.schema import Generated;"
         "g = Generated.model_validate({'random': {'seed': 5, 'shape': [3, 4, 5]}});"
         "print(hashlib.sha256(materialize(g, 2, 'float32').tobytes()).hexdigest())"
     )

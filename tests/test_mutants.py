@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cases.loader import BUILTIN_SPECS, load_cases
-from runners.mutation import score
+from bnconform.cases.loader import BUILTIN_SPECS, load_cases
+from bnconform.runners.reports.mutants import score
 from tests.helpers import ROOT
-from tests.mutants import CAUSE, MUTANTS
+from bnconform.runners.backends.mutants import CAUSE, MUTANTS
 
 CASES = load_cases([BUILTIN_SPECS])
 

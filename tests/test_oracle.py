@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from cases.oracle import Oracle, OracleError
-from cases.schema import ModuleConfig
+from bnconform.cases.oracle import Oracle, OracleError
+from bnconform.cases.schema import ModuleConfig
 
 G = np.array([[1.0, 2.0], [3.0, 6.0]])  # means [2, 4], biased vars [1, 4], unbiased [2, 8]
 

@@ -7,9 +7,9 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
-from runners.compare_reports import compare_timing, markdown
-from runners.html_report import page
-from runners.results import RunReport
+from bnconform.runners.reports.compare import compare_timing, markdown
+from bnconform.runners.reports.html import page
+from bnconform.runners.reports.results import RunReport
 from tests.helpers import ROOT, bnconform
 
 BASELINE = ROOT / "reports" / "baseline"
@@ -35,7 +35,7 @@ def test_fresh_run_matches_the_baseline_and_a_broken_numpy_does_not(tmp_path: Pa
     assert ok.returncode == 0, ok.stdout[-2000:]
     assert json.loads((tmp_path / "d.json").read_text())["regressions"] == 0
 
-    proc, _ = bnconform("--backend", "torch", "--backend", "numpy=tests.mutants:biased_running_var",
+    proc, _ = bnconform("--backend", "torch", "--backend", "numpy=bnconform.runners.backends.mutants:biased_running_var",
                         "--backend", "cffi", out=tmp_path / "broken")
     assert proc.returncode == 1
     bad = compare(BASELINE / "conformance.json", tmp_path / "broken" / "conformance.json", "--json", str(tmp_path / "b.json"))

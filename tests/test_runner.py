@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from cases.loader import BUILTIN_SPECS, load_cases
-from runners.backends import BrokenBackend
-from runners.backends.kernel_module import kernel_capabilities
-from runners.backends.numpy_backend import NumpyBackend
-from runners.execute import run_case
+from bnconform.cases.loader import BUILTIN_SPECS, load_cases
+from bnconform.runners.backends import BrokenBackend
+from bnconform.runners.backends.kernel_module import kernel_capabilities
+from bnconform.runners.backends.numpy_backend import NumpyBackend
+from bnconform.runners.engine.execute import run_case
 from tests import mutants
 
 CASES = {c.id: c for c in load_cases([BUILTIN_SPECS])}
@@ -74,7 +74,7 @@ def test_torch_cuda_without_cuda_is_skipped_with_reason() -> None:
     import pytest
     import torch
 
-    from runners.backends.torch_backend import TorchBackend
+    from bnconform.runners.backends.torch_backend import TorchBackend
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: torch-cuda runs for real")
@@ -83,7 +83,7 @@ def test_torch_cuda_without_cuda_is_skipped_with_reason() -> None:
 
 
 def test_reproducer_names_private_spec_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from runners.execute import reproduce_command
+    from bnconform.runners.engine.execute import reproduce_command
 
     case = CASES["bessel/nc_golden"]
     assert reproduce_command(case, "numpy") == "bnconform run --backend numpy --case bessel/nc_golden"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cases.loader import BUILTIN_SPECS, SpecError, load_cases, load_file
+from bnconform.cases.loader import BUILTIN_SPECS, SpecError, load_cases, load_file
 from tests.helpers import write_spec
 
 GOOD = """
@@ -107,8 +107,8 @@ def test_golden_specs_have_derivation_comments() -> None:
 
 def test_worked_example_in_the_docs_loads_and_passes(tmp_path: Path) -> None:
     """docs/spec-format.md's complete example is a real spec: it loads and passes on numpy."""
-    from runners.backends.numpy_backend import NumpyBackend
-    from runners.execute import run_case
+    from bnconform.runners.backends.numpy_backend import NumpyBackend
+    from bnconform.runners.engine.execute import run_case
 
     doc = (BUILTIN_SPECS.parent / "docs" / "spec-format.md").read_text()
     example = doc.split("```yaml", 1)[1].split("```", 1)[0]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runners.timing_report import rows, targets
+from bnconform.runners.reports.timing import rows, targets
 from tests.helpers import ROOT
 
 

@@ -1,44 +1,61 @@
-"""Backend registry: built-in names, and `package.module:attr` for anything else."""
+"""Backend names: what `--backend` accepts, and how a named backend is loaded.
+
+Naming and loading are separate on purpose. `columns()` runs in the test process and only
+reads names (built-ins, entry points, `ALIAS=`); `load()` imports and builds the backend and
+runs inside the backend's own worker process (runners/engine/isolation.py), so a backend
+that crashes on import costs its own cells, never the run.
+"""
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
-from cases.requirements import FEATURES
-from runners.protocol import Backend, Capabilities, ModuleConfig
+from bnconform.runners.backends.protocol import Backend
+
+ENTRY_POINT_GROUP = "bnconform.backends"
+MUTANT_PREFIX = "mutant:"  # the shipped corpus of deliberately broken backends (mutants.py)
+MUTANTS_MODULE = "bnconform.runners.backends.mutants"
 
 
 def _torch_cpu() -> Backend:
-    from runners.backends.torch_backend import TorchBackend
+    from bnconform.runners.backends.torch_backend import TorchBackend
 
     return TorchBackend("cpu")
 
 
 def _torch_cuda() -> Backend:
-    from runners.backends.torch_backend import TorchBackend
+    from bnconform.runners.backends.torch_backend import TorchBackend
 
     return TorchBackend("cuda")
 
 
 def _numpy() -> Backend:
-    from runners.backends.numpy_backend import NumpyBackend
+    from bnconform.runners.backends.numpy_backend import NumpyBackend
 
     return NumpyBackend()
 
 
 def _cffi() -> Backend:
-    from runners.backends.cffi_backend import CffiBackend
+    from bnconform.runners.backends.cffi_backend import CffiBackend
 
     return CffiBackend()
 
 
 def _framework(module: str, cls: str) -> Callable[[], Backend]:
     def make() -> Backend:
-        return getattr(importlib.import_module(f"runners.backends.frameworks.{module}"), cls)()
+        return getattr(importlib.import_module(f"bnconform.runners.backends.frameworks.{module}"), cls)()  # type: ignore[no-any-return]
 
     return make
 
+
+BUILTIN: dict[str, Callable[[], Backend]] = {
+    "torch": _torch_cpu,
+    "torch-cuda": _torch_cuda,
+    "numpy": _numpy,
+    "cffi": _cffi,
+}
 
 # Adapters of other frameworks: run when named, skipped with the reason when their package is missing.
 FRAMEWORKS: dict[str, Callable[[], Backend]] = {
@@ -48,35 +65,26 @@ FRAMEWORKS: dict[str, Callable[[], Backend]] = {
     "tinygrad": _framework("tinygrad_backend", "TinygradBackend"),
 }
 
-BUILTIN: dict[str, Callable[[], Backend]] = {
-    "torch": _torch_cpu,
-    "torch-cuda": _torch_cuda,
-    "numpy": _numpy,
-    "cffi": _cffi,
-}
-
 
 class UnknownBackend(Exception):
     """A --backend value that names nothing (a usage error)."""
 
 
-class BrokenBackend:
-    """Stands in for a backend that failed to load: each of its cells errors with the cause."""
-
-    def __init__(self, name: str, error: str) -> None:
-        self.name = name
-        self.error = error
-        # Declares everything, so that every cell reaches create() and errors, none is skipped.
-        self.capabilities = Capabilities(features=frozenset(FEATURES))
-
-    def version(self) -> str:
-        return "unknown (failed to load)"
-
-    def create(self, config: ModuleConfig) -> Backend:
-        raise RuntimeError(f"backend {self.name!r} failed to load: {self.error}")
+class BackendLoadError(Exception):
+    """A named backend could not be imported or built (its cells error with this reason)."""
 
 
-ENTRY_POINT_GROUP = "bnconform.backends"
+@dataclass(frozen=True)
+class Column:
+    """One backend column of the matrix: its name there, and what to load for it.
+
+    `problem` is set when the column cannot run at all (its name is already taken); its cells
+    then error with that reason instead of running.
+    """
+
+    name: str
+    target: str
+    problem: Optional[str] = None
 
 
 def plugins() -> dict[str, str]:
@@ -84,42 +92,85 @@ def plugins() -> dict[str, str]:
     return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def resolve(name: str) -> Backend:
-    """A backend by built-in name, `torch-module:pkg.module:factory`, `pkg.module:attr` (an
-    object or a factory), or the name a package registered under the `bnconform.backends`
-    entry point group."""
-    if name in BUILTIN or name in FRAMEWORKS:
-        try:
-            return {**BUILTIN, **FRAMEWORKS}[name]()
-        except Exception as exc:  # a broken built-in fails its own cells
-            return BrokenBackend(name, f"{type(exc).__name__}: {exc}")
-    if name.startswith("torch-module:"):
-        from runners.backends.torch_module import TorchModuleBackend
-
-        return TorchModuleBackend(name.removeprefix("torch-module:"))
-    if ":" not in name:
-        registered = plugins()
-        if name not in registered:
-            raise UnknownBackend(
-                f"unknown backend {name!r}; built-in: {', '.join(BUILTIN)}; plugins: {', '.join(registered) or 'none'}; "
-                "or give package.module:attr or torch-module:package.module:factory")
-        backend = _load(registered[name], name)
-        backend.name = name
-        return backend
-    return _load(name, name)
+def split_alias(name: str) -> tuple[str, str]:
+    """`ALIAS=SPEC` runs SPEC under the column name ALIAS (a new build standing in for an old one)."""
+    alias, sep, spec = name.partition("=")
+    return (alias, spec) if sep and alias and ":" not in alias else (name, name)
 
 
-def _load(target: str, name: str) -> Backend:
-    module_name, _, attr = target.partition(":")
+def check_name(target: str) -> None:
+    """Raise UnknownBackend for a name that cannot mean anything, without importing it."""
+    if target in BUILTIN or target in FRAMEWORKS or target.startswith("torch-module:"):
+        return
+    if target.startswith(MUTANT_PREFIX):
+        from bnconform.runners.backends.mutants import MUTANTS
+
+        if target.removeprefix(MUTANT_PREFIX) not in MUTANTS:
+            raise UnknownBackend(f"unknown mutant {target!r}; the corpus has: {', '.join(MUTANTS)}")
+        return
+    if ":" in target:
+        module, _, attr = target.partition(":")
+        if not module or not attr:
+            raise UnknownBackend(f"backend {target!r}: expected package.module:attr")
+        return
+    registered = plugins()
+    if target not in registered:
+        raise UnknownBackend(
+            f"unknown backend {target!r}; built-in: {', '.join(BUILTIN)}; frameworks: {', '.join(FRAMEWORKS)}; "
+            f"plugins: {', '.join(registered) or 'none'}; or give package.module:attr, "
+            "torch-module:package.module:factory or mutant:NAME")
+
+
+def columns(names: list[str]) -> list[Column]:
+    """The matrix columns for --backend values, in order; a repeated value counts once.
+
+    Two values that claim one column name (`numpy` and `numpy=mypkg:bn`) cannot both be
+    reported under it: the first keeps the name, each later one becomes NAME#2, NAME#3 ... and
+    errors its cells, saying which value already holds the name.
+    """
+    out: list[Column] = []
+    owner: dict[str, str] = {}
+    for value in dict.fromkeys(names):
+        name, target = split_alias(value)
+        check_name(target)
+        if name in owner:
+            count = sum(1 for c in out if c.name.split("#")[0] == name) + 1
+            out.append(Column(f"{name}#{count}", target,
+                              f"column name {name!r} is already taken by --backend {owner[name]}; "
+                              f"give this one another name: --backend OTHER={target}"))
+            continue
+        owner[name] = value
+        out.append(Column(name, target))
+    return out
+
+
+def load(target: str) -> Backend:
+    """Import and build the backend a (checked) name stands for. Raises BackendLoadError."""
     try:
-        obj = getattr(importlib.import_module(module_name), attr)
+        if target in BUILTIN or target in FRAMEWORKS:
+            return {**BUILTIN, **FRAMEWORKS}[target]()
+        if target.startswith("torch-module:"):
+            from bnconform.runners.backends.torch_module import TorchModuleBackend
+
+            return TorchModuleBackend(target.removeprefix("torch-module:"))
+        if target.startswith(MUTANT_PREFIX):
+            target = f"{MUTANTS_MODULE}:{target.removeprefix(MUTANT_PREFIX)}"
+        elif ":" not in target:
+            target = plugins()[target]
+        module_name, _, attr = target.partition(":")
+        obj: Any = getattr(importlib.import_module(module_name), attr)
         backend = obj() if callable(obj) and not hasattr(obj, "create") else obj
     except Exception as exc:
-        return BrokenBackend(name, f"{type(exc).__name__}: {exc}")
+        raise BackendLoadError(f"{type(exc).__name__}: {exc}") from exc
     if not hasattr(backend, "create") or not hasattr(backend, "capabilities"):
-        return BrokenBackend(name, f"{name} is not a backend (needs name, capabilities, version(), create())")
-    backend.name = getattr(backend, "name", None) or name
-    return backend
+        raise BackendLoadError(f"{target} is not a backend (needs name, capabilities, version(), create())")
+    return backend  # type: ignore[no-any-return]
+
+
+def resolve(name: str) -> Backend:
+    """A backend object in this process (for timing and tests; the matrix isolates backends)."""
+    check_name(split_alias(name)[1])
+    return load(split_alias(name)[1])
 
 
 def unavailable_reason(backend: Backend) -> Optional[str]:
@@ -130,9 +181,12 @@ def unavailable_reason(backend: Backend) -> Optional[str]:
 
 def default_backends() -> list[str]:
     """Built-ins that can run here: torch-cuda only where CUDA is present."""
-    names = []
-    for name in BUILTIN:
-        if name == "torch-cuda" and unavailable_reason(resolve(name)):
-            continue
-        names.append(name)
+    names = ["torch", "numpy", "cffi"]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            names.insert(1, "torch-cuda")
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
     return names

@@ -10,8 +10,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runners.backends.kernel_module import KernelModule, OutputRecycler, default_threads, kernel_capabilities
-from runners.protocol import Array, ModuleConfig
+from bnconform.runners.backends.kernel_module import KernelModule, OutputRecycler, default_threads, kernel_capabilities
+from bnconform.runners.backends.protocol import Array, ModuleConfig
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _CTYPE = {np.dtype(np.float32): "float[]", np.dtype(np.float64): "double[]"}
@@ -22,7 +22,7 @@ class CKernelError(RuntimeError):
 
 
 def _load() -> tuple[Any, Any]:
-    from runners.backends import _bnc  # type: ignore[attr-defined]
+    from bnconform.runners.backends import _bnc  # type: ignore[attr-defined]
 
     return _bnc.ffi, _bnc.lib
 

@@ -15,7 +15,7 @@ from typing import Optional, Protocol
 
 import numpy as np
 
-from runners.protocol import Array, Capabilities, ModuleConfig
+from bnconform.runners.backends.protocol import Array, Capabilities, ModuleConfig
 
 RANKS = {1: (2, 3), 2: (4,), 3: (5,)}
 ORDER = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")

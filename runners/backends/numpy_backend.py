@@ -16,8 +16,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from runners.backends.kernel_module import KernelModule, OutputRecycler, default_threads, kernel_capabilities
-from runners.protocol import Array, ModuleConfig
+from bnconform.runners.backends.kernel_module import KernelModule, OutputRecycler, default_threads, kernel_capabilities
+from bnconform.runners.backends.protocol import Array, ModuleConfig
 
 PLANE_MIN = 64  # planes at least this long are reduced plane by plane
 

@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runners.protocol import Array, BackendUnavailable, Capabilities, ModuleConfig
+from bnconform.runners.backends.protocol import Array, BackendUnavailable, Capabilities, ModuleConfig
 
 FEATURES = frozenset(
     {

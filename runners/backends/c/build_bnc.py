@@ -35,7 +35,7 @@ def builder(openmp: bool | None = None) -> FFI:
     flags = ["-std=c99", "-O3", "-march=native"] + (["-fopenmp"] if openmp else [])
     here = os.path.relpath(HERE)  # setuptools wants paths relative to setup.py's directory
     ffi.set_source(
-        "runners.backends._bnc",
+        "bnconform.runners.backends._bnc",
         '#include "bnc.h"',
         sources=[os.path.join(here, "bnc.c")],
         include_dirs=[here],

@@ -18,8 +18,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runners.backends.frameworks import FrameworkBackend, FrameworkModule
-from runners.protocol import Capabilities, Conventions, ModuleConfig
+from bnconform.runners.backends.frameworks import FrameworkBackend, FrameworkModule
+from bnconform.runners.backends.protocol import Capabilities, Conventions, ModuleConfig
 
 PROFILE = Conventions(momentum="decay", running_var="biased", default_eps=1e-5, one_value_raises=False, counter=False)
 WHERE = {"weight": ("params", "scale"), "bias": ("params", "bias"),

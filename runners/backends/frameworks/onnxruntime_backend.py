@@ -19,9 +19,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runners.backends.frameworks import FrameworkBackend
-from runners.backends.kernel_module import KernelModule, kernel_capabilities
-from runners.protocol import Conventions, ModuleConfig
+from bnconform.runners.backends.frameworks import FrameworkBackend
+from bnconform.runners.backends.kernel_module import KernelModule, kernel_capabilities
+from bnconform.runners.backends.protocol import Conventions, ModuleConfig
 
 PROFILE = Conventions(momentum="decay", running_var="biased", default_eps=1e-5, one_value_raises=False)
 

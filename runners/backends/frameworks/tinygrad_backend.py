@@ -20,8 +20,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runners.backends.frameworks import FrameworkBackend, FrameworkModule
-from runners.protocol import Capabilities, Conventions, ModuleConfig
+from bnconform.runners.backends.frameworks import FrameworkBackend, FrameworkModule
+from bnconform.runners.backends.protocol import Capabilities, Conventions, ModuleConfig
 
 PROFILE = Conventions(momentum="torch", running_var="unbiased", default_eps=1e-5, one_value_raises=True)
 

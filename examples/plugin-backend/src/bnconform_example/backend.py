@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runners.backends.kernel_module import KernelModule, kernel_capabilities
+from bnconform.runners.backends.kernel_module import KernelModule, kernel_capabilities
 
 
 def _axes(x):

@@ -18,7 +18,7 @@ from typing import Iterable, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cases.model import id_matches
+from bnconform.cases.model import id_matches
 
 
 class ManifestError(Exception):

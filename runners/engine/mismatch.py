@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from cases.schema import Tolerance
+from bnconform.cases.schema import Tolerance
 
 
 def _short(a: Any, limit: int = 8) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from runners.results import RunReport
+from bnconform.runners.reports.results import RunReport
 
 FAILING = {"failed", "error"}
 

@@ -12,10 +12,16 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-import runners
 
-ROOT = Path(__file__).resolve().parent.parent
+# The checkout this package was installed from (editable), if any: runners/reports -> the repository.
+ROOT = Path(__file__).resolve().parent.parent.parent
 PACKAGES = ("torch", "numpy", "cffi", "pydantic", "pytest", "pytest-benchmark", "bnconform")
+
+
+def suite_version() -> str:
+    from bnconform import __version__
+
+    return __version__
 
 
 def cpu_model() -> str:
@@ -30,6 +36,8 @@ def cpu_model() -> str:
 
 def git_commit() -> str:
     """HEAD of the suite's checkout, with "-dirty" when it has uncommitted changes."""
+    if not (ROOT / ".git").exists():  # an installed package: whatever repository encloses it is not ours
+        return "unknown (installed package, not a checkout)"
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
@@ -70,7 +78,7 @@ def threads() -> int:
 
 def run_metadata(spec_files: Iterable[Path] = (), thread_count: Optional[int] = None) -> dict[str, Any]:
     return {
-        "suite_version": runners.__version__,
+        "suite_version": suite_version(),
         "git_commit": git_commit(),
         "spec_digest": spec_digest(spec_files),
         "packages": package_versions(),

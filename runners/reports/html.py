@@ -7,7 +7,7 @@ import html
 import io
 from typing import Any, Optional
 
-from runners.results import RunReport
+from bnconform.runners.reports.results import RunReport
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}

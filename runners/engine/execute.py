@@ -12,15 +12,25 @@ import traceback
 from dataclasses import dataclass
 from typing import Optional
 
-from cases.deviations import describe
-from cases.loader import BUILTIN_SPECS
-from cases.model import Case
-from cases.oracle import OracleError
-from cases.schema import Step
-from runners.backends import unavailable_reason
-from runners.diagnose import diagnose
-from runners.protocol import PROFILES, Backend, BackendUnavailable, Conventions, ModuleConfig
-from runners.scenario import Run, SpecInconsistent, describe_step, exception_text, init, is_type, steps_of
+from bnconform.cases.deviations import describe
+from bnconform.cases.loader import BUILTIN_SPECS
+from bnconform.cases.model import Case
+from bnconform.cases.oracle import OracleError
+from bnconform.cases.schema import Step
+from bnconform.runners.backends import unavailable_reason
+from bnconform.runners.backends.protocol import PROFILES, Backend, BackendUnavailable, Conventions, ModuleConfig
+from bnconform.runners.engine.diagnose import diagnose
+from bnconform.runners.engine.isolation import HostError
+from bnconform.runners.engine.scenario import (
+    Run,
+    SpecInconsistent,
+    describe_step,
+    exception_text,
+    init,
+    is_type,
+    steps_of,
+    type_names,
+)
 
 
 @dataclass(frozen=True)
@@ -97,37 +107,46 @@ def _module_config(case: Case, conventions: Conventions) -> ModuleConfig:
 
 def _run_against(case: Case, backend: Backend, name: str, repro: str, conventions: Conventions,
                  deviations: tuple[str, ...] | frozenset[str], diagnose_failure: bool = True) -> Outcome:
-    """Run the case on a fresh module beside the oracle with `deviations` switched on."""
-    try:
-        module = backend.create(_module_config(case, conventions))
-    except BackendUnavailable as exc:
-        return Outcome("skipped", f"{name} unavailable: {exc}")
-    except Exception as exc:
-        return Outcome("error", f"{name} could not build the module: {exception_text(exc)}\n{repro}")
-    decay_driven = conventions.momentum == "decay" and case.config.momentum_convention == "torch"
-    run = Run(case, module, deviations, decay_driven=decay_driven)
-    steps = steps_of(case)
-    offset = 0 if case.config.training else 1
-    step_index = 0
+    """Run the case on a fresh module beside the oracle with `deviations` switched on.
+
+    A failure of the backend's worker (crash, exit, abort, time limit) ends the case as an
+    error that says what happened and where, never as a wrong result.
+    """
+    where = "create()"
     try:
         try:
+            module = backend.create(_module_config(case, conventions))
+        except BackendUnavailable as exc:
+            return Outcome("skipped", f"{name} unavailable: {exc}")
+        except HostError:
+            raise
+        except Exception as exc:
+            return Outcome("error", f"{name} could not build the module: {exception_text(exc)}\n{repro}")
+        decay_driven = conventions.momentum == "decay" and case.config.momentum_convention == "torch"
+        run = Run(case, module, deviations, decay_driven=decay_driven)
+        steps = steps_of(case)
+        offset = 0 if case.config.training else 1
+        where = "init (setting the initial values)"
+        try:
             init(run)
-        except SpecInconsistent:
+        except (SpecInconsistent, HostError):
             raise
         except Exception as exc:
             return Outcome("error", f"{name} could not set the initial values: {exception_text(exc)}\n{repro}")
         for position, step in enumerate(steps):
-            step_index = position + 1 - offset
-            failure = _run_step(run, step, position, step_index)
+            where = describe_step(step, position + 1 - offset)
+            failure = _run_step(run, step, position, position + 1 - offset)
             if failure:
                 if not diagnose_failure:
                     return Outcome("failed", f"{failure}\n{repro}")
                 return _failed(case, steps, run, position, failure, repro)
+    except HostError as exc:
+        return Outcome("error", f"{exc.at(where)}\n{repro}")
     except SpecInconsistent as exc:
         return Outcome("error", f"spec error in {case.source} ({case.id}): {exc}")
     except Exception as exc:  # a backend returning something unreadable, say
         tb = "".join(traceback.format_exception(exc)[-3:]).rstrip()
-        return Outcome("error", f"harness error at step {step_index} on {name}: {exception_text(exc)}\n{tb}\n{repro}")
+        return Outcome("error", f"harness error in {where} on {name}: {exception_text(exc)}\n{tb}\n{repro}")
     return Outcome("passed")
 
 
@@ -141,7 +160,7 @@ def _run_step(run: Run, step: Step, position: int, index: int) -> Optional[str]:
         oracle_exc = exc
     try:
         run.apply(step, "module")
-    except SpecInconsistent:
+    except (SpecInconsistent, HostError):
         raise
     except Exception as exc:  # the backend's own failure
         module_exc = exc
@@ -149,7 +168,7 @@ def _run_step(run: Run, step: Step, position: int, index: int) -> Optional[str]:
     if expects_error and oracle_exc is None and run.deviations:
         expects_error = False  # the declared profile predicts no error here
     if expects_error:
-        run.log.append((position, "error", None if module_exc is None else type(module_exc).__name__))
+        run.log.append((position, "error", None if module_exc is None else type_names(module_exc)[0]))
         return _error_step(step, index, oracle_exc, module_exc)
     if oracle_exc is not None and run.deviations:  # the declared profile predicts an error here
         if module_exc is not None and is_type(module_exc, oracle_exc.kind):
@@ -162,8 +181,8 @@ def _run_step(run: Run, step: Step, position: int, index: int) -> Optional[str]:
             "but the spec expects no error"
         )
     if module_exc is not None:
-        run.log.append((position, "error", type(module_exc).__name__))
-        tb = "".join(traceback.format_exception(module_exc)[-3:]).rstrip()
+        run.log.append((position, "error", type_names(module_exc)[0]))
+        tb = getattr(module_exc, "remote_traceback", None) or "".join(traceback.format_exception(module_exc)[-3:]).rstrip()
         return f"{describe_step(step, index)} raised {exception_text(module_exc)} where the reference does not raise\n{tb}"
     return run.check(step, position, index)
 

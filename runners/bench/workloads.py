@@ -7,8 +7,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from cases.schema import ModuleConfig
-from runners.backends import resolve, unavailable_reason
+from bnconform.cases.schema import ModuleConfig
+from bnconform.runners.backends import resolve, unavailable_reason
 
 SHAPES: list[tuple[int, ...]] = [
     (256, 1024),

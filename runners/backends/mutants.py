@@ -3,7 +3,7 @@
 Each mutant is the real NumPy backend with one piece replaced (a kernel method, or a module
 method of KernelModule). `CAUSE` maps each to the deviation (cases/deviations.py) that
 describes its bug, or None where the oracle has no switch for it. Load one with
-`--backend tests.mutants:NAME`; score them all with `bnconform mutants`.
+`--backend bnconform.runners.backends.mutants:NAME`; score them all with `bnconform mutants`.
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Optional
 
 import numpy as np
 
-from runners.backends.kernel_module import KernelModule
-from runners.backends.numpy_backend import NumpyBackend, NumpyKernel
-from runners.protocol import PROFILES
+from bnconform.runners.backends.kernel_module import KernelModule
+from bnconform.runners.backends.numpy_backend import NumpyBackend, NumpyKernel
+from bnconform.runners.backends.protocol import PROFILES
 
 
 def _backend(name: str, kernel: Optional[NumpyKernel] = None, module: type = KernelModule) -> NumpyBackend:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from cases.deviations import DEVIATIONS
-from runners.results import OUTCOMES, RunReport
+from bnconform.cases.deviations import DEVIATIONS
+from bnconform.runners.reports.results import OUTCOMES, RunReport
 
 CELL = {
     "passed": "pass",
@@ -109,7 +109,7 @@ def terminal_summary(report: RunReport) -> str:
     for b in report.backend_names():
         c = report.counts(b)
         rows.append([b] + [c[o] for o in OUTCOMES])
-    verdict = "FAILED" if report.failed() else "OK"
+    verdict = "INTERRUPTED" if report.interrupted else "FAILED" if report.failed() else "OK"
     cases = len({r.spec for r in report.results})
     return (
         f"bnconform: {cases} cases x {len(report.backend_names())} backends, {report.wall_time_s:.1f} s -> {verdict}\n"
@@ -117,6 +117,13 @@ def terminal_summary(report: RunReport) -> str:
     )
 
 
-def write_all(report: RunReport, out_dir: Path) -> list[Path]:
+def write_all(report: RunReport, out_dir: Path, html: bool = False) -> list[Path]:
+    """conformance.json and conformance.md (and the self-contained conformance.html)."""
     out_dir = Path(out_dir)
-    return [write_json(report, out_dir / "conformance.json"), write_markdown(report, out_dir / "conformance.md")]
+    paths = [write_json(report, out_dir / "conformance.json"), write_markdown(report, out_dir / "conformance.md")]
+    if html:
+        from bnconform.runners.reports.html import page
+
+        paths.append(out_dir / "conformance.html")
+        paths[-1].write_text(page("BatchNorm conformance", conformance=report), encoding="utf-8")
+    return paths

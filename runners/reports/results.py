@@ -28,6 +28,8 @@ class BackendInfo:
     version: str
     capabilities: list[str]
     unavailable: str | None = None
+    conventions: str | None = None  # its declared profile (Conventions.describe()), if any
+    manifest: str | None = None  # the expected-deviation manifest it ships, if any
 
 
 @dataclass
@@ -37,7 +39,8 @@ class RunReport:
     results: list[CaseResult] = field(default_factory=list)
     wall_time_s: float = 0.0
     strict: bool = False  # xpassed cells fail the gate
-    metadata: dict[str, Any] = field(default_factory=dict)  # runners/metadata.py: what produced it
+    metadata: dict[str, Any] = field(default_factory=dict)  # runners/reports/metadata.py: what produced it
+    interrupted: bool = False  # stopped by the user: cells not run read error, "not run: ..."
 
     def families(self) -> list[str]:
         """Families in first-seen order (spec files are read in name order)."""
@@ -57,7 +60,7 @@ class RunReport:
 
     def failed(self) -> bool:
         failing = FAILING + (("xpassed",) if self.strict else ())
-        return any(r.outcome in failing for r in self.results)
+        return self.interrupted or any(r.outcome in failing for r in self.results)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -74,6 +77,7 @@ class RunReport:
             wall_time_s=data.get("wall_time_s", 0.0),
             strict=data.get("strict", False),
             metadata=data.get("metadata", {}),
+            interrupted=data.get("interrupted", False),
         )
 
     @classmethod

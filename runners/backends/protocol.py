@@ -11,7 +11,7 @@ from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
 
-from cases.schema import ModuleConfig
+from bnconform.cases.schema import ModuleConfig
 
 __all__ = ["Array", "BackendUnavailable", "Capabilities", "Conventions", "PROFILES", "ModuleConfig",
            "BatchNormModule", "Backend"]

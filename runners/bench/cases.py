@@ -2,7 +2,7 @@
 
 Not part of the test suite (pytest's testpaths do not include it); `bnconform bench` runs it
 explicitly. Each backend is timed the way its users call it: torch through `nn.BatchNorm`
-on tensors, the others through their module (runners.protocol). The copy of the largest
+on tensors, the others through their module (bnconform.runners.backends.protocol). The copy of the largest
 tensor measures this machine's memory bandwidth in the same run.
 """
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runners.bench_setup import PHASES, SHAPES, copy_callable, phase_callable, set_threads, shape_id
+from bnconform.runners.bench.workloads import PHASES, SHAPES, copy_callable, phase_callable, set_threads, shape_id
 
 
 def _cells(config: pytest.Config) -> list[tuple[str, tuple[int, ...], str]]:
-    names = config.getoption("bench_backend") or ["torch"]
-    wanted = config.getoption("bench_shape")
+    names = config.getoption("bnconform_backend") or ["torch"]
+    wanted = config.getoption("bnconform_shape")
     shapes = [s for s in SHAPES if not wanted or shape_id(s) in wanted]
     # Backends side by side for each shape and phase: same input arrays, same machine state.
     return [(b, s, p) for s in shapes for p in PHASES for b in names]
@@ -23,7 +23,7 @@ def _cells(config: pytest.Config) -> list[tuple[str, tuple[int, ...], str]]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _threads(request: pytest.FixtureRequest) -> None:
-    n = request.config.getoption("bench_threads")
+    n = request.config.getoption("bnconform_threads")
     if n:
         set_threads(n)
 

@@ -1,5 +1,5 @@
-"""Mutation score: run every case on each deliberately broken backend and check that the suite
-kills it (some case fails) and that the diagnosis names its bug."""
+"""The mutation score view: on each deliberately broken backend (runners/backends/mutants.py),
+did the suite kill it (some cell failed) and did the diagnosis name its bug?"""
 from __future__ import annotations
 
 import importlib
@@ -7,12 +7,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-import numpy as np
 from tabulate import tabulate
 
-from cases.deviations import DEVIATIONS
-from cases.model import Case
-from runners.execute import run_case
+from bnconform.cases.deviations import DEVIATIONS
+from bnconform.runners.reports.results import CaseResult
 
 
 @dataclass
@@ -35,18 +33,16 @@ class MutantScore:
         return None if self.cause is None else self.cause in self.top_diagnoses
 
 
-def score(name: str, backend: Any, cause: Optional[str], cases: list[Case]) -> MutantScore:
-    with np.errstate(all="ignore"):  # broken arithmetic is the point here
-        outcomes = [run_case(case, backend, name) for case in cases]
-    failed = [o for o in outcomes if o.outcome in ("failed", "error")]
-    families = sorted({c.family for c, o in zip(cases, outcomes) if o.outcome in ("failed", "error")})
-    named = Counter(d for o in failed for d in o.diagnosis)
+def score(name: str, cause: Optional[str], results: list[CaseResult]) -> MutantScore:
+    """How the suite did on one mutant, from its cells' results (the engine ran them)."""
+    failed = [r for r in results if r.outcome in ("failed", "error")]
+    named = Counter(d for r in failed for d in r.diagnosis)
     top = max(named.values(), default=0)
     return MutantScore(
-        name=name, cause=cause, cases=len(outcomes), failed=len(failed),
+        name=name, cause=cause, cases=len(results), failed=len(failed),
         top_diagnoses=sorted(d for d, n in named.items() if n == top and top > 0),
         cause_named=named.get(cause, 0) if cause else 0,
-        families=families,
+        families=sorted({r.family for r in failed}),
     )
 
 

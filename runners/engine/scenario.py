@@ -9,11 +9,11 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from cases.inputs import materialize
-from cases.model import Case
-from cases.oracle import Oracle, OracleError
-from cases.schema import QUANTITIES, Step
-from runners.compare import mismatch
+from bnconform.cases.inputs import materialize
+from bnconform.cases.model import Case
+from bnconform.cases.oracle import Oracle, OracleError
+from bnconform.cases.schema import QUANTITIES, Step
+from bnconform.runners.engine.mismatch import mismatch
 
 # What `expect: oracle` checks after each kind of step.
 ORACLE_DEFAULTS = {
@@ -31,12 +31,17 @@ def describe_step(step: Step, index: int) -> str:
     return f"step {index} ({step.action}{': ' + step.note if step.note else ''})"
 
 
+def type_names(exc: BaseException) -> list[str]:
+    """The names of an exception's classes, most derived first (also for one raised in a backend's worker)."""
+    return list(getattr(exc, "type_names", None) or [cls.__name__ for cls in type(exc).__mro__])
+
+
 def exception_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".strip()
+    return f"{type_names(exc)[0]}: {exc}".strip()
 
 
 def is_type(exc: BaseException, name: str) -> bool:
-    return any(cls.__name__ == name for cls in type(exc).__mro__)
+    return name in type_names(exc)
 
 
 class Run:

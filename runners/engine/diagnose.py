@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from cases.deviations import DEVIATIONS, relevant
-from cases.model import Case
-from cases.oracle import OracleError
-from cases.schema import Step
-from runners.compare import mismatch
-from runners.scenario import Run, SpecInconsistent, init
+from bnconform.cases.deviations import DEVIATIONS, relevant
+from bnconform.cases.model import Case
+from bnconform.cases.oracle import OracleError
+from bnconform.cases.schema import Step
+from bnconform.runners.engine.mismatch import mismatch
+from bnconform.runners.engine.scenario import Run, SpecInconsistent, init
 
 
 def _explains(case: Case, steps: list[Step], seen: dict[int, list[tuple[str, Any]]], last: int, name: str,

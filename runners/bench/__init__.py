@@ -1,0 +1,1 @@
+"""Timing: what `bnconform bench` times (workloads) and the pytest-benchmark module that times it."""

@@ -1,0 +1,1 @@
+"""The engine: options, the pytest plugin, case execution beside the oracle, backend isolation."""

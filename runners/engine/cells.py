@@ -1,0 +1,134 @@
+"""Cells: the selected cases x backend columns, their ids, and running one cell to a result.
+
+This is the part of the engine that lives in every process that runs cases (a plain pytest
+session, or each pytest-xdist worker): it loads the specs once, keeps one isolated worker per
+backend column (isolation.py), runs a case beside the oracle (execute.py), applies expected-
+deviation manifests, and returns the one result model (runners/reports/results.py).
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from bnconform.cases.loader import BUILTIN_SPECS, load_cases
+from bnconform.cases.model import Case, id_matches
+from bnconform.runners.backends import Column, columns, default_backends
+from bnconform.runners.engine import manifest
+from bnconform.runners.engine.execute import run_case, tolerance_label
+from bnconform.runners.engine.isolation import Hosts, RemoteBackend
+from bnconform.runners.engine.options import Settings
+from bnconform.runners.reports.results import BackendInfo, CaseResult
+
+# A cell's test id is CASE_ID[COLUMN]; case ids are family/spec or family/spec[grid], ids and
+# families are [a-z0-9_]+, and a column name has no brackets. One function builds the id, one
+# reads it back (the pytest-xdist controller sees only node ids).
+CELL_ID = re.compile(r"\[(?P<case>[a-z0-9_]+/[a-z0-9_]+(?:\[[^\[\]]*\])?)\[(?P<column>[^\[\]]+)\]\]$")
+
+
+def cell_id(case_id: str, column: str) -> str:
+    return f"{case_id}[{column}]"
+
+
+def parse_nodeid(nodeid: str) -> Optional[tuple[str, str]]:
+    """(case id, column) of a cell's pytest node id, or None for any other test."""
+    match = CELL_ID.search(nodeid)
+    return (match["case"], match["column"]) if match else None
+
+
+def spec_dirs(settings: Settings) -> list[Path]:
+    return [BUILTIN_SPECS] + [Path(d) for d in settings.specs]
+
+
+def select(cases: list[Case], settings: Settings) -> list[Case]:
+    """Cases of the families (all if none), matching an include pattern (all if none), minus excludes."""
+
+    def wanted(case: Case) -> bool:
+        if settings.family and case.family not in settings.family:
+            return False
+        if settings.case and not any(id_matches(case.id, p) for p in settings.case):
+            return False
+        return not any(id_matches(case.id, p) for p in settings.exclude)
+
+    return [c for c in cases if wanted(c)]
+
+
+class EmptySelection(Exception):
+    """No case matches the selection: a usage error that names the filters, never an empty pass."""
+
+
+def selected_cases(settings: Settings) -> list[Case]:
+    """The selected cases (specs loaded once per process). Raises SpecError or EmptySelection."""
+    cases = select(load_cases(spec_dirs(settings)), settings)
+    if not cases:
+        filters = [f"{key} {' '.join(repr(v) for v in values)}" for key, values in
+                   (("family", settings.family), ("case", settings.case), ("exclude", settings.exclude),
+                    ("specs", settings.specs)) if values]
+        raise EmptySelection(f"no case matches the selection ({'; '.join(filters) or 'the spec set is empty'})")
+    return cases
+
+
+def selected_columns(settings: Settings) -> list[Column]:
+    """The backend columns (names checked, nothing imported). Raises UnknownBackend."""
+    return columns(settings.backend or default_backends())
+
+
+@dataclass(frozen=True)
+class Cell:
+    case: Case
+    column: Column
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.case.id, self.column.name)
+
+
+class Cells:
+    """What one test process needs to run cells: cases, columns, manifests, backend workers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.cases = selected_cases(settings)
+        self.columns = selected_columns(settings)
+        self.entries = manifest.load(Path(p) for p in settings.manifest)
+        self.hosts = Hosts(settings.timeout)
+        self.shipped: dict[str, list[manifest.Entry] | str] = {}  # a column's own manifest, or why it failed to load
+
+    def all(self) -> list[Cell]:
+        return [Cell(case, column) for case in self.cases for column in self.columns]
+
+    def _shipped(self, backend: RemoteBackend) -> list[manifest.Entry] | str:
+        if backend.name not in self.shipped:
+            try:
+                self.shipped[backend.name] = manifest.load([Path(backend.manifest)]) if backend.manifest else []
+            except manifest.ManifestError as exc:
+                self.shipped[backend.name] = f"the manifest {backend.name} ships is malformed: {exc}"
+        return self.shipped[backend.name]
+
+    def run(self, cell: Cell) -> tuple[CaseResult, BackendInfo]:
+        """Run one cell to its result (never raises for a backend's fault)."""
+        case, name = cell.case, cell.column.name
+        start = time.perf_counter()
+        backend = self.hosts.backend(cell.column)
+        backend.begin_cell()
+        shipped = self._shipped(backend)
+        if isinstance(shipped, str):
+            outcome, message, diagnosis = "error", shipped, ()
+        else:
+            result = run_case(case, backend, name)
+            outcome, message, diagnosis = result.outcome, result.message, result.diagnosis
+            expected = manifest.find(self.entries + shipped, case.id, name)
+            if expected is not None and outcome in ("failed", "error"):
+                outcome, message = "xfailed", f"expected deviation: {expected.describe()}\n{message}"
+            elif expected is not None and outcome == "passed":
+                outcome, message = "xpassed", f"passes despite the manifest entry: {expected.describe()}"
+        info = BackendInfo(name, backend.version(), sorted(backend.capabilities.provides()), backend.available(),
+                           backend.conventions.describe() if backend.conventions else None, backend.manifest)
+        return CaseResult(spec=case.id, family=case.family, backend=name, outcome=outcome, message=message,
+                          duration=round(time.perf_counter() - start, 6), tolerance=tolerance_label(case),
+                          diagnosis=list(diagnosis)), info
+
+    def close(self) -> None:
+        self.hosts.close()

@@ -1,0 +1,121 @@
+"""The backend's side of isolation: a worker process that holds one backend and its modules.
+
+The test process (runners/engine/isolation.py) sends protocol calls; this loop performs them
+and answers with the value, or with what the backend raised. It never runs the oracle, so
+nothing a backend does to process state (numpy error state, torch's default dtype, threads
+or RNG) reaches the reference or another backend. Ctrl-C is ignored here: it belongs to the
+test process, so a KeyboardInterrupt seen here was raised by the backend itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+import faulthandler
+import signal
+import traceback
+import warnings
+from multiprocessing.connection import Connection
+from typing import Any, Optional
+
+from bnconform.runners.backends import BackendLoadError, load
+from bnconform.runners.backends.protocol import Capabilities, Conventions
+
+
+def exception_info(exc: BaseException) -> dict[str, Any]:
+    """What crosses the process boundary for an exception: type names (its MRO), text, traceback."""
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ raises
+        message = "<unprintable>"
+    return {
+        "types": [cls.__name__ for cls in type(exc).__mro__],
+        "message": message,
+        "traceback": "".join(traceback.format_exception(exc)[-4:]).rstrip(),
+    }
+
+
+def describe(backend: Any) -> dict[str, Any]:
+    """The backend's declarations, checked against the protocol (a breach is its `broken` reason)."""
+    info: dict[str, Any] = {"version": "", "provides": [], "conventions": None, "manifest": None,
+                            "unavailable": None, "broken": None}
+    try:
+        info["version"] = str(backend.version())
+    except Exception as exc:
+        info["version"] = f"unknown (version() raised {type(exc).__name__}: {exc})"
+    caps = getattr(backend, "capabilities", None)
+    if not isinstance(caps, Capabilities):
+        info["broken"] = f"capabilities must be a bnconform.Capabilities, got {type(caps).__name__} {caps!r:.80}"
+    else:
+        try:
+            provides = sorted(caps.provides())
+            if not all(isinstance(p, str) for p in provides):
+                raise TypeError("provides() must return strings")
+            info["provides"] = provides
+        except Exception as exc:
+            info["broken"] = f"capabilities.provides() failed: {type(exc).__name__}: {exc}"
+    conventions = getattr(backend, "conventions", None)
+    if conventions is not None and not isinstance(conventions, Conventions):
+        info["broken"] = f"conventions must be a bnconform.Conventions, got {type(conventions).__name__}"
+    elif conventions is not None:
+        info["conventions"] = dataclasses.asdict(conventions)
+    manifest = getattr(backend, "manifest", None)
+    info["manifest"] = None if manifest is None else str(manifest)
+    check = getattr(backend, "available", None)
+    if callable(check):
+        try:
+            reason = check()
+            info["unavailable"] = None if reason is None else str(reason)
+        except Exception as exc:
+            info["unavailable"] = f"available() raised {type(exc).__name__}: {exc}"
+    return info
+
+
+def _loaded(target: str) -> tuple[Optional[Any], dict[str, Any]]:
+    try:
+        backend = load(target)
+    except BackendLoadError as exc:
+        return None, {"version": "unknown (failed to load)", "provides": [], "conventions": None, "manifest": None,
+                      "unavailable": None, "broken": f"could not be loaded: {exc}"}
+    return backend, describe(backend)
+
+
+def serve(conn: Connection, target: str, log_path: str) -> None:
+    """Answer protocol calls on `conn` until it closes (the worker process's main function)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    warnings.simplefilter("ignore")  # a backend is judged by what it returns, not by what it warns
+    log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - kept open for faulthandler until exit
+    faulthandler.enable(log, all_threads=True)  # a fatal signal leaves the Python stack here
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, log, all_threads=True)  # the stack of a hang, on request
+    backend, info = _loaded(target)
+    modules: dict[int, Any] = {}
+    handles = 0
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        op, value = message[0], None
+        try:
+            if op == "probe":
+                value = info
+            elif op == "create":
+                if message[2]:
+                    modules.clear()  # a new cell: the previous cell's modules are done
+                handles += 1
+                modules[handles] = backend.create(message[1])  # type: ignore[union-attr]
+                value = handles
+            elif op == "call":
+                _, handle, method, args, kwargs = message
+                value = getattr(modules[handle], method)(*args, **kwargs)
+            reply: tuple[str, Any] = ("ok", value)
+        except Exception as exc:
+            reply = ("raised", exception_info(exc))
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit from the backend
+            reply = ("aborted", exception_info(exc))
+        try:
+            conn.send(reply)
+        except Exception as exc:  # a value that pickle cannot carry across
+            conn.send(("broken", f"{op} {message[2] if op == 'call' else ''} returned a {type(value).__name__}, "
+                                 f"which cannot leave the backend's process ({type(exc).__name__}: {exc})"))
+        if reply[0] == "aborted":
+            return  # after SystemExit or KeyboardInterrupt this process is not to be trusted further

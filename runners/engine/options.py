@@ -1,0 +1,156 @@
+"""Every bnconform option, declared once and shared by the pytest plugin and the CLI.
+
+As pytest-benchmark does, one table feeds both front ends: pytest gets `--bnconform-NAME`
+(prefixed, because the plugin is registered in every pytest session of the environment and
+must not collide with other plugins' options), `bnconform COMMAND` gets `--NAME`, and
+`pytest_args()` turns a parsed command line into the pytest arguments it stands for.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytest
+
+PREFIX = "bnconform-"
+RUN, CHECK, MUTANTS, BENCH = "run", "check", "mutants", "bench"
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    help: str
+    commands: frozenset[str]
+    kind: str = "append"  # append (repeatable value), value, flag
+    metavar: Optional[str] = None
+    default: Any = None
+    type: Optional[Callable[[str], Any]] = None
+    path: bool = False  # a file or directory: made absolute before it reaches pytest
+    pytest: bool = True  # False: a command-line option only (translated by its command)
+    short: Optional[str] = None
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def pytest_dest(self) -> str:
+        return (PREFIX + self.name).replace("-", "_")
+
+    def kwargs(self) -> dict[str, Any]:
+        if self.kind == "flag":
+            return {"action": "store_true", "default": False, "help": self.help}
+        out: dict[str, Any] = {"metavar": self.metavar, "help": self.help}
+        if self.kind == "append":
+            out.update(action="append", default=[])
+        else:
+            out["default"] = self.default
+        if self.type is not None:
+            out["type"] = self.type
+        return out
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+SELECT = frozenset({RUN, CHECK, MUTANTS})
+OPTIONS: tuple[Option, ...] = (
+    Option("backend", "backend to test (repeatable): a built-in, framework or plugin name, package.module:attr, "
+           "torch-module:package.module:factory, mutant:NAME, or ALIAS=any of those to run it under another "
+           "column name. Default: the built-in backends that can run here", frozenset({RUN, CHECK, BENCH}),
+           metavar="NAME"),
+    Option("specs", "extra spec directory, added to the built-in specs (repeatable)", SELECT, metavar="DIR", path=True),
+    Option("case", "only cases whose id equals ID or matches it as a glob (repeatable)", SELECT, metavar="ID"),
+    Option("exclude", "leave out cases whose id equals ID or matches it as a glob (repeatable)", SELECT, metavar="ID"),
+    Option("family", "only this family (repeatable)", SELECT, metavar="NAME"),
+    Option("manifest", "expected-deviation manifest (YAML): matching failures are xfailed (repeatable)",
+           frozenset({RUN, CHECK}), metavar="FILE", path=True),
+    Option("strict", "a manifest entry whose case passes (xpassed) fails the run", frozenset({RUN, CHECK}), kind="flag"),
+    Option("timeout", "seconds a backend may spend on one case (its calls, not the oracle's) before its worker "
+           "process is killed and the cell reads error (default 120)", SELECT, kind="value", metavar="SECONDS",
+           default=120.0, type=_positive),
+    Option("out", "directory for the reports; checked and cleared of this run's report files before any case runs "
+           "(default: reports)", frozenset({RUN, CHECK, MUTANTS, BENCH}), kind="value", metavar="DIR",
+           default="reports", path=True),
+    Option("html", "also write a self-contained HTML page (conformance.html, or timing.html for bench)",
+           frozenset({RUN, BENCH}), kind="flag"),
+    Option("shape", "bench: only this shape, e.g. 4x8x4x4 (repeatable)", frozenset({BENCH}), metavar="NxCx..."),
+    Option("threads", "bench: threads for every backend (default: torch's)", frozenset({BENCH}), kind="value",
+           metavar="N", default=0, type=int),
+    Option("max-time", "bench: seconds per benchmark beyond its 5 rounds (default 0.5)", frozenset({BENCH}),
+           kind="value", metavar="S", default=0.5, type=float, pytest=False),
+    Option("workers", "pytest-xdist worker processes for the cases: a number or 'auto' (default 0: the cases run in "
+           "this process; every backend still runs in its own worker process)", SELECT, kind="value", metavar="N",
+           default="0", pytest=False, short="-n"),
+    Option("verbose", "one line per cell", SELECT, kind="flag", pytest=False, short="-v"),
+)
+BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def add_pytest_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("bnconform", "BatchNorm conformance (bnconform; see docs/ci.md)")
+    for opt in OPTIONS:
+        if opt.pytest:
+            group.addoption(f"--{PREFIX}{opt.name}", dest=opt.pytest_dest, **opt.kwargs())
+
+
+def add_cli_options(parser: argparse.ArgumentParser, command: str) -> None:
+    for opt in OPTIONS:
+        if command in opt.commands:
+            flags = [f"--{opt.name}"] + ([opt.short] if opt.short else [])
+            parser.add_argument(*flags, dest=opt.dest, **opt.kwargs())
+
+
+def _absolute(value: str) -> str:
+    return str(Path(value).expanduser().resolve())
+
+
+def pytest_args(args: argparse.Namespace, command: str) -> list[str]:
+    """The `--bnconform-*` arguments a parsed `bnconform COMMAND` line stands for."""
+    out: list[str] = []
+    for opt in OPTIONS:
+        if command not in opt.commands or not opt.pytest:
+            continue
+        value = getattr(args, opt.dest)
+        flag = f"--{PREFIX}{opt.name}"
+        if opt.kind == "flag":
+            out += [flag] if value else []
+        elif opt.kind == "append":
+            for v in value:
+                out += [flag, _absolute(v) if opt.path else str(v)]
+        elif value is not None:
+            out += [flag, _absolute(value) if opt.path else str(value)]
+    return out
+
+
+@dataclass
+class Settings:
+    """The options as the engine reads them, whichever front end set them."""
+
+    backend: list[str] = field(default_factory=list)
+    specs: list[str] = field(default_factory=list)
+    case: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    family: list[str] = field(default_factory=list)
+    manifest: list[str] = field(default_factory=list)
+    strict: bool = False
+    timeout: float = 120.0
+    out: str = "reports"
+    html: bool = False
+    shape: list[str] = field(default_factory=list)
+    threads: int = 0
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        return cls(**{o.dest: config.getoption(o.pytest_dest) for o in OPTIONS if o.pytest})
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, command: str) -> Settings:
+        names = {o.dest for o in OPTIONS if o.pytest and command in o.commands}
+        return cls(**{k: getattr(args, k) for k in names})

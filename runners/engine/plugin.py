@@ -1,0 +1,137 @@
+"""bnconform's pytest plugin: the one engine behind `bnconform run`, `check` and `mutants`, and
+behind bnconform's cells in a user's own pytest session.
+
+Registered through the `pytest11` entry point, so it is present in every pytest session of
+the environment, and inert there: it declares its `--bnconform-*` options and does nothing
+else until a collected test asks for the `bnconform_cell` fixture (the function
+`bnconform.testing.test_conformance`, placed in a test module as ONNX's backend tests are).
+Then it loads the specs (once per process), parametrises that test with one cell per case x
+backend column, runs each cell with its backend in a worker process of its own, and the
+session's controller collects every cell's result into the reports.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import pytest
+
+from bnconform.cases.loader import SpecError
+from bnconform.runners.backends import UnknownBackend
+from bnconform.runners.engine import manifest
+from bnconform.runners.engine.cells import Cell, Cells, EmptySelection
+from bnconform.runners.engine.collector import Collector
+from bnconform.runners.engine.options import Settings, add_pytest_options
+from bnconform.runners.reports.matrix import terminal_summary
+from bnconform.runners.reports.results import BackendInfo, CaseResult
+
+SETTINGS = pytest.StashKey[Settings]()
+CELLS = pytest.StashKey["Cells | str"]()  # the cells, or why they could not be set up
+RESULT = pytest.StashKey[tuple[CaseResult, BackendInfo]]()
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_pytest_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[SETTINGS] = Settings.from_config(config)
+    if not _is_worker(config):  # the controller: the only place results are collected
+        config.pluginmanager.register(Controller(config.stash[SETTINGS]), "bnconform-controller")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cells = config.stash.get(CELLS, None)
+    if isinstance(cells, Cells):
+        cells.close()
+
+
+def _cells(config: pytest.Config) -> Cells:
+    """The cells of this process, set up on first request (the plugin's activation)."""
+    if CELLS not in config.stash:
+        try:
+            config.stash[CELLS] = Cells(config.stash[SETTINGS])
+        except (SpecError, EmptySelection, UnknownBackend, manifest.ManifestError) as exc:
+            config.stash[CELLS] = f"bnconform: {exc}"
+    found = config.stash[CELLS]
+    if isinstance(found, str):
+        raise pytest.Collector.CollectError(found)
+    return found
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "bnconform_cell" not in metafunc.fixturenames:
+        return
+    cells = _cells(metafunc.config).all()
+    metafunc.parametrize("bnconform_cell", cells, ids=[c.id for c in cells], indirect=True)
+
+
+class CellCheck:
+    """What the test function holds: one cell, run and turned into pytest's outcome."""
+
+    def __init__(self, cells: Cells, cell: Cell, node: pytest.Item) -> None:
+        self.cells, self.cell, self.node = cells, cell, node
+
+    def verdict(self) -> None:
+        result, info = self.cells.run(self.cell)
+        self.node.stash[RESULT] = (result, info)
+        where = f"{self.cell.case.id} on {self.cell.column.name}"
+        if result.outcome == "skipped":
+            pytest.skip(result.message)
+        if result.outcome in ("deviates", "xfailed"):  # visible as such in the reports, never as a pass
+            pytest.xfail(result.message.splitlines()[0])
+        if result.outcome == "xpassed" and self.cells.settings.strict:
+            pytest.fail(f"XPASS(strict) {where}: {result.message}", pytrace=False)
+        if result.outcome in ("failed", "error"):
+            pytest.fail(f"{where}: {result.outcome}\n{result.message}", pytrace=False)
+
+
+@pytest.fixture
+def bnconform_cell(request: pytest.FixtureRequest) -> CellCheck:
+    """One bnconform cell (case x backend column), parametrised by this plugin."""
+    return CellCheck(_cells(request.config), request.param, request.node)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if call.when == "call" and RESULT in item.stash:  # travels to the xdist controller with the report
+        result, info = item.stash[RESULT]
+        report.bnconform = {"result": dataclasses.asdict(result), "backend": dataclasses.asdict(info)}
+    return report
+
+
+class Controller:
+    """The session controller's hooks (the pytest process, or the pytest-xdist controller)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.collector = Collector(settings)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.collector.start([item.nodeid for item in session.items])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: Sequence[str]) -> None:
+        self.collector.start(ids)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.collector.record(report)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.collector.finish(session)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        report = self.collector.report
+        if report is None:
+            return
+        terminalreporter.write_sep("=", "bnconform conformance")
+        terminalreporter.write_line(terminal_summary(report))
+        for warning in self.collector.warnings:
+            terminalreporter.write_line(f"warning: {warning}")
+        for path in self.collector.paths:
+            terminalreporter.write_line(f"wrote {path}")

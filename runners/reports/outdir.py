@@ -1,0 +1,37 @@
+"""The report directory: checked and cleared before a run starts, so that a run that cannot
+write its reports stops before any case runs, and one that dies never leaves an older report
+there looking like its own."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Every file a command may write into --out; each run removes the ones it will write.
+REPORT_FILES = {
+    "run": ("conformance.json", "conformance.md", "conformance.html"),
+    "check": ("conformance.json", "conformance.md", "conformance.html", "check.md"),
+    "mutants": ("conformance.json", "conformance.md", "conformance.html", "mutants.md", "mutants.json"),
+    "bench": ("timing.json", "timing.md", "timing.html"),
+}
+
+
+class OutDirError(Exception):
+    """--out cannot hold the reports (the message says why)."""
+
+
+def prepare(out: Path, names: tuple[str, ...]) -> Path:
+    """Create `out` if needed, prove it writable, and remove the listed report files from it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutDirError(f"--out {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".bnconform-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+        for name in names:
+            (out / name).unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutDirError(f"--out {out}: cannot write reports there ({type(exc).__name__}: {exc.strerror or exc})") from None
+    return out
