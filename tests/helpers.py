@@ -10,9 +10,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def bnconform(*args: str, out: Path, timeout: int = 600) -> tuple[subprocess.CompletedProcess, dict | None]:
-    """Run `bnconform run ...` as a user would (a fresh process from the repository root)."""
+    """Run `bnconform run ...` as a user would (a fresh process from the repository root, so that
+    `--backend tests.broken_backends:NAME` resolves)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "runners.cli", "run", "--out", str(out), *args],
+        [sys.executable, "-m", "bnconform", "run", "--out", str(out), *args],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout,
     )
     report = out / "conformance.json"

@@ -47,9 +47,9 @@ def test_reference_backends_pass_and_reports_are_written(tmp_path: Path) -> None
 
 
 def test_biased_running_var_fails_the_bessel_family(tmp_path: Path) -> None:
-    proc, report = bnconform("--backend", "bnconform.runners.backends.mutants:biased_running_var", out=tmp_path)
+    proc, report = bnconform("--backend", "mutant:biased_running_var", out=tmp_path)
     assert proc.returncode == 1
-    results = outcomes(report, "bnconform.runners.backends.mutants:biased_running_var")
+    results = outcomes(report, "mutant:biased_running_var")
     failed = {k for k, v in results.items() if v == "failed"}
     assert {"bessel/nc_golden", "bessel/ncl_golden", "bessel/nchw_golden", "bessel/ncdhw_golden"} <= failed
     assert all(results[k] == "failed" for k in results if k.startswith("bessel/") and "[" in k)
@@ -57,9 +57,9 @@ def test_biased_running_var_fails_the_bessel_family(tmp_path: Path) -> None:
 
 
 def test_one_pass_variance_fails_the_stability_family(tmp_path: Path) -> None:
-    proc, report = bnconform("--backend", "bnconform.runners.backends.mutants:one_pass_variance", "--family", "stability", out=tmp_path)
+    proc, report = bnconform("--backend", "mutant:one_pass_variance", "--family", "stability", out=tmp_path)
     assert proc.returncode == 1
-    results = outcomes(report, "bnconform.runners.backends.mutants:one_pass_variance")
+    results = outcomes(report, "mutant:one_pass_variance")
     assert results["stability/offset_1e4_golden"] == "failed"
     assert all(results[f"stability/offset_1e4[dim={d}]"] == "failed" for d in (1, 2, 3))
 

@@ -38,18 +38,18 @@ def test_torch_module_adapter_runs_each_dimension(tmp_path: Path) -> None:
 
 
 def test_check_gives_a_verdict_per_family_with_the_first_failure() -> None:
-    proc = subprocess.run([sys.executable, "-m", "runners.cli", "check", "--backend", "bnconform.runners.backends.mutants:reset_noop"],
+    proc = subprocess.run([sys.executable, "-m", "bnconform", "check", "--backend", "mutant:reset_noop"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1
     out = proc.stdout
     assert "| state" in out and "FAIL (4 of 24 run failed)" in out and "| bessel" in out and "pass (16 of 16)" in out
     assert "## state: first failure" in out and "likely cause: reset_running_stats() does nothing" in out
-    assert "reproduce: bnconform run --backend bnconform.runners.backends.mutants:reset_noop --case state/" in out
+    assert "reproduce: bnconform run --backend mutant:reset_noop --case state/" in out
     assert "capabilities: backward, dim=1" in out
 
 
 MANIFEST = """
-backend: "bnconform.runners.backends.mutants:reset_noop"
+backend: "mutant:reset_noop"
 expected:
   - case: "state/reset_*"
     reason: "reset is not implemented yet"
@@ -63,10 +63,10 @@ expected:
 
 def test_manifest_xfails_and_warns_on_stale_entries(tmp_path: Path) -> None:
     path = write_spec(tmp_path, "manifest.yaml", MANIFEST)
-    proc, report = bnconform("--backend", "bnconform.runners.backends.mutants:reset_noop", "--family", "state", "--manifest", str(path),
+    proc, report = bnconform("--backend", "mutant:reset_noop", "--family", "state", "--manifest", str(path),
                              out=tmp_path / "out")
     assert proc.returncode == 0, proc.stdout[-2000:]
-    results = outcomes(report, "bnconform.runners.backends.mutants:reset_noop")
+    results = outcomes(report, "mutant:reset_noop")
     assert results["state/reset_running_stats_golden"] == "xfailed" and results["state/round_trip_golden"] == "xfailed"
     assert "failed" not in results.values()
     assert "'nothing/matches'" in proc.stdout and "matches no selected case" in proc.stdout

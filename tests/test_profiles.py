@@ -8,7 +8,7 @@ from bnconform.cases.loader import BUILTIN_SPECS, load_cases
 from bnconform.runners.backends.numpy_backend import NumpyBackend, NumpyKernel
 from bnconform.runners.engine.execute import run_case
 from bnconform.runners.backends.protocol import PROFILES, Conventions
-from tests import mutants
+from bnconform.runners.backends import mutants
 from tests.helpers import bnconform
 
 CASES = load_cases([BUILTIN_SPECS])

@@ -16,7 +16,7 @@ BASELINE = ROOT / "reports" / "baseline"
 
 
 def compare(base: Path, new: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runners.cli", "compare", str(base), str(new), *extra],
+    return subprocess.run([sys.executable, "-m", "bnconform", "compare", str(base), str(new), *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
@@ -35,7 +35,7 @@ def test_fresh_run_matches_the_baseline_and_a_broken_numpy_does_not(tmp_path: Pa
     assert ok.returncode == 0, ok.stdout[-2000:]
     assert json.loads((tmp_path / "d.json").read_text())["regressions"] == 0
 
-    proc, _ = bnconform("--backend", "torch", "--backend", "numpy=bnconform.runners.backends.mutants:biased_running_var",
+    proc, _ = bnconform("--backend", "torch", "--backend", "numpy=mutant:biased_running_var",
                         "--backend", "cffi", out=tmp_path / "broken")
     assert proc.returncode == 1
     bad = compare(BASELINE / "conformance.json", tmp_path / "broken" / "conformance.json", "--json", str(tmp_path / "b.json"))

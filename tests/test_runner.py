@@ -4,11 +4,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bnconform.cases.loader import BUILTIN_SPECS, load_cases
-from bnconform.runners.backends import BrokenBackend
+from bnconform.runners.backends import Column
 from bnconform.runners.backends.kernel_module import kernel_capabilities
 from bnconform.runners.backends.numpy_backend import NumpyBackend
 from bnconform.runners.engine.execute import run_case
-from tests import mutants
+from bnconform.runners.backends import mutants
 
 CASES = {c.id: c for c in load_cases([BUILTIN_SPECS])}
 
@@ -31,9 +31,16 @@ def test_failure_names_quantity_step_errors_and_reproducer() -> None:
     assert "reproduce: bnconform run --backend numpy-biased --case bessel/nc_golden" in msg
 
 
-def test_broken_backend_errors_its_cell() -> None:
-    result = run_case(CASES["conditions/train_tracked_golden"], BrokenBackend("bad", "ImportError: nope"))
-    assert result.outcome == "error" and "ImportError: nope" in result.message
+def test_backend_that_does_not_load_errors_its_cell() -> None:
+    from bnconform.runners.engine.isolation import Hosts
+
+    hosts = Hosts(timeout=60)
+    try:
+        backend = hosts.backend(Column("bad", "tests.no_such_module:x"))
+        result = run_case(CASES["conditions/train_tracked_golden"], backend, "bad")
+    finally:
+        hosts.close()
+    assert result.outcome == "error" and "could not be loaded: ModuleNotFoundError" in result.message
 
 
 class _Raises(NumpyBackend):

@@ -12,7 +12,7 @@ from tests.helpers import ROOT
 
 def test_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "runners.cli", "bench", "--shape", "4x8x4x4", "--max-time", "0.01", "--out", str(tmp_path)],
+        [sys.executable, "-m", "bnconform", "bench", "--shape", "4x8x4x4", "--max-time", "0.01", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -47,9 +47,10 @@ def mismatch(quantity: str, expected: Any, actual: Any, tol: Tolerance) -> Optio
         return None
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(e != 0, abs_err / np.abs(e), np.where(abs_err > 0, np.inf, 0.0))
+    rel_max = np.nanmax(rel) if not np.isnan(rel).all() else np.nan
     first = tuple(int(i) for i in np.argwhere(bad)[0])
     return (
-        f"max abs error {abs_err.max():.3e} (atol {tol.atol:g}), max rel error {np.nanmax(rel):.3e} (rtol {tol.rtol:g}); "
+        f"max abs error {abs_err.max():.3e} (atol {tol.atol:g}), max rel error {rel_max:.3e} (rtol {tol.rtol:g}); "
         f"{int(bad.sum())} of {bad.size} elements outside tolerance\n"
         f"  first differing index {first}: expected {e[first]:.10g}, actual {a[first]:.10g}\n"
         f"  expected: {_short(e)}\n"

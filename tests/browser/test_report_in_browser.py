@@ -21,7 +21,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 
 
 def test_report_loads_filters_and_is_screenshotted(tmp_path: Path) -> None:
-    proc, report = bnconform("--backend", "torch", "--backend", "numpy=bnconform.runners.backends.mutants:biased_running_var",
+    proc, report = bnconform("--backend", "torch", "--backend", "numpy=mutant:biased_running_var",
                              "--html", out=tmp_path)
     assert proc.returncode == 1  # the mutant fails: the page must show failures and diagnoses
     cases = len({r["spec"] for r in report["results"]})

@@ -1,0 +1,113 @@
+"""bnconform as a user gets it: the wheel built from this checkout, installed into a fresh
+virtual environment, used from an empty directory outside the checkout.
+
+Slow (a venv with torch in it), and the only test that proves the package carries everything
+it needs: specs, framework manifests, the mutant corpus, the C kernels, the pytest plugin.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.helpers import ROOT
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                           "-w", str(out), str(ROOT)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (found,) = out.glob("bnconform-*.whl")
+    return found
+
+
+@pytest.fixture(scope="module")
+def user(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """(the fresh venv's bin directory, an empty working directory outside the checkout)."""
+    env_dir = tmp_path_factory.mktemp("venv")
+    venv.create(env_dir, with_pip=True)
+    bin_dir = env_dir / "bin"
+    proc = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    work = tmp_path_factory.mktemp("empty-dir")
+    assert ROOT not in work.parents
+    yield bin_dir, work
+
+
+def _run(user: tuple[Path, Path], *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    bin_dir, work = user
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(list(args), cwd=work, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_the_wheel_installs_one_import_namespace(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"bnconform", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
+    for needed in ("bnconform/specs/04-bessel.yaml", "bnconform/runners/backends/frameworks/manifests/flax.yaml",
+                   "bnconform/runners/backends/mutants.py", "bnconform/runners/backends/c/bnc.c",
+                   "bnconform/cases/test_conformance.py", "bnconform/py.typed"):
+        assert needed in names, needed
+    assert any(n.startswith("bnconform/runners/backends/_bnc") and n.endswith(".so") for n in names)
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[pytest11]\nbnconform = bnconform.runners.engine.plugin" in text
+
+
+def test_imports_from_outside_the_checkout(user: tuple[Path, Path]) -> None:
+    for module, works in (("bnconform", True), ("cases", False), ("runners", False)):
+        proc = _run(user, "python", "-c", f"import {module}")
+        assert (proc.returncode == 0) == works, (module, proc.stderr)
+    api = _run(user, "python", "-c", "from bnconform import Backend, Capabilities, Conventions, KernelModule, "
+                                     "kernel_capabilities, ModuleConfig, BackendUnavailable; print('ok')")
+    assert api.stdout.strip() == "ok", api.stderr
+
+
+def test_every_command_works_from_an_empty_directory(user: tuple[Path, Path]) -> None:
+    run = _run(user, "bnconform", "run")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((user[1] / "reports" / "conformance.json").read_text())
+    by_backend: dict[str, set[str]] = {}
+    for r in report["results"]:
+        by_backend.setdefault(r["backend"], set()).add(r["outcome"])
+    assert by_backend == {"torch": {"passed"}, "numpy": {"passed"}, "cffi": {"passed"}}
+    assert len(report["results"]) == 3 * len({r["spec"] for r in report["results"]}) >= 3 * 321
+    assert report["metadata"]["git_commit"].startswith("unknown (installed package")
+
+    check = _run(user, "bnconform", "check", "--backend", "numpy", "--out", "check")
+    assert check.returncode == 0, check.stdout[-3000:]
+    assert "# bnconform check: numpy" in check.stdout and (user[1] / "check" / "check.md").exists()
+
+    mutants = _run(user, "bnconform", "mutants", "--out", "mutants", "-n", "2")
+    assert mutants.returncode == 0, mutants.stdout[-3000:] + mutants.stderr[-3000:]
+    assert "mutation score: killed 27/27" in mutants.stdout
+
+    bench = _run(user, "bnconform", "bench", "--shape", "4x8x4x4", "--max-time", "0.05", "--out", "bench")
+    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+    assert (user[1] / "bench" / "timing.json").exists()
+
+    same = _run(user, "bnconform", "compare", "reports/conformance.json", "reports/conformance.json")
+    assert same.returncode == 0, same.stdout
+    other = _run(user, "bnconform", "compare", "reports/conformance.json", "check/conformance.json")
+    assert other.returncode == 0 and "removed" in other.stdout.lower()  # check ran numpy only: torch, cffi not there
+
+
+def test_the_documented_user_session_runs_from_the_installed_package(user: tuple[Path, Path]) -> None:
+    tests = user[1] / "proj" / "tests"
+    tests.mkdir(parents=True)
+    (tests / "test_batchnorm.py").write_text("from bnconform.testing import test_conformance  # noqa: F401\n")
+    proc = _run(user, "python", "-m", "pytest", "proj/tests", "--bnconform-backend", "numpy", "--bnconform-family",
+                "eps", "--junitxml", "proj/junit.xml", "-p", "no:cacheprovider")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert (user[1] / "proj" / "junit.xml").read_text().count("<testcase ") == 29
