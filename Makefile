@@ -1,19 +1,24 @@
 # The two commands of the README. Each sets up what it needs (a virtual environment in
-# .venv with this project installed, editable) before it runs.
+# .venv with this project installed, editable, with its dev tools) before it runs.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: matrix test baseline check-baseline clean
+.PHONY: matrix test lint baseline check-baseline clean
 
 ## matrix: the conformance matrix over the built-in backends -> reports/conformance.{json,md}
 matrix: $(STAMP)
 	$(BIN)/bnconform run --out reports
 
-## test: the suite's own tests and every conformance case on every built-in backend
-test: $(STAMP)
+## test: ruff, mypy, then the suite's own tests and every conformance case on every built-in backend
+test: lint
 	$(BIN)/python -m pytest -n auto --dist worksteal
+
+## lint: ruff and mypy, configured in pyproject.toml
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ## baseline: refresh the committed baseline (conformance and timing) from this machine
 baseline: $(STAMP)
@@ -28,8 +33,8 @@ check-baseline: $(STAMP)
 
 $(STAMP): pyproject.toml setup.py $(wildcard runners/backends/c/*)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) reports/*.json reports/*.md
+	rm -rf $(VENV) build reports/*.json reports/*.md reports/*.html

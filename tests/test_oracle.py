@@ -1,4 +1,4 @@
-"""The oracle against numbers derived by hand from BATCHNORM.md (no backend involved)."""
+"""The oracle against numbers derived by hand from docs/semantics.md (no backend involved)."""
 from __future__ import annotations
 
 import math

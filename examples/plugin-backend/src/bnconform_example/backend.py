@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnconform.runners.backends.kernel_module import KernelModule, kernel_capabilities
+from bnconform import KernelModule, kernel_capabilities
 
 
 def _axes(x):
