@@ -25,8 +25,10 @@ DEVIATIONS: dict[str, str] = {
     "nbt_incremented_in_eval": "num_batches_tracked is incremented in eval mode too",
     "momentum_none_as_default": "momentum=None is treated as the default momentum 0.1 instead of a cumulative average",
     "momentum_none_frozen": "momentum=None freezes the buffers (factor 0) instead of a cumulative average",
-    "cumulative_off_by_one": "the cumulative-average factor is 1/(k+1) instead of 1/k: the first batch does not replace the initial values",
-    "legacy_toggling": "track_running_stats flips follow PyTorch < 1.6: buffers still updated in training, batch statistics (and updates) in eval",
+    "cumulative_off_by_one": (
+        "the cumulative-average factor is 1/(k+1) instead of 1/k: the first batch does not replace the initial values"),
+    "legacy_toggling": ("track_running_stats flips follow PyTorch < 1.6: buffers still updated in training, "
+                        "batch statistics (and updates) in eval"),
     "running_var_init_zero": "running_var starts (and resets) at 0 instead of 1",
     "reset_noop": "reset_running_stats() does nothing",
     "one_pass_variance": "the variance is computed in one pass as E[x^2] - E[x]^2 in the input dtype (catastrophic cancellation)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .schema import ModuleConfig, Step, Tolerance
 
@@ -26,7 +26,7 @@ class Case:
     config: ModuleConfig
     init: dict[str, Any]
     steps: tuple[Step, ...]
-    tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    tolerances: dict[Literal["float32", "float64"], Tolerance] = field(default_factory=dict)
     requires: frozenset[str] = frozenset()
 
     @property

@@ -1,7 +1,7 @@
-"""The reference: BATCHNORM.md's formulas, in float64, as a small state machine.
+"""The reference: docs/semantics.md's formulas, in float64, as a small state machine.
 
 It shares no code with any backend: sums are exactly rounded (math.fsum), and the module
-logic is transcribed from the "One forward call" pseudo-code, line by line. It also knows
+logic is transcribed from the pseudo-code of docs/semantics.md, "One forward call", line by line. It also knows
 which calls raise, so a spec that expects an error the reference would not raise (or misses
 one it would) is reported as a spec error rather than blamed on a backend.
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Iterable, Optional, cast
 
 import numpy as np
 
@@ -101,7 +101,7 @@ class Oracle:
 
     def set_attribute(self, name: str, value: object) -> None:
         if name == "momentum":
-            self.momentum = self._torch_momentum(value)  # type: ignore[arg-type]
+            self.momentum = self._torch_momentum(cast(Optional[float], value))  # a SetStep momentum
         elif name == "track_running_stats":
             if "flip_ignored" not in self.dev:  # deviation: the assignment has no effect
                 self.track_running_stats = bool(value)
@@ -186,7 +186,7 @@ class Oracle:
         # Training updates the buffers it was given; a buggy eval may update them too.
         empty_updates = "empty_batch_poisons_buffers" in dev  # deviation: NaN statistics reach the buffers
         updates = buffers and (count > 0 or empty_updates) and (
-            (self.training or legacy and batch_stats) if "update_in_eval" not in dev else True
+            (self.training or (legacy and batch_stats)) if "update_in_eval" not in dev else True
         )
         if "batch_stats_in_eval" in dev and not self.training:
             updates = False
@@ -197,12 +197,15 @@ class Oracle:
             else:
                 mean, var = self._batch_stats(x, axes, count)
             if updates:
+                # `updates` implies `buffers`: running_mean is set, and running_var always with it.
+                assert self.running_mean is not None and self.running_var is not None
                 corrected = var if "biased_running_var" in dev or count == 0 else var * count / max(count - 1, 1)  # Bessel
                 self.running_mean = (1 - factor) * self.running_mean + factor * _channel(mean)
                 self.running_var = (1 - factor) * self.running_var + factor * _channel(corrected)
         if not batch_stats:
             if self.running_mean is None:  # reachable with legacy_toggling only (torch 1.5 raised too)
                 raise OracleError("RuntimeError", "running_mean must be defined in evaluation mode")
+            assert self.running_var is not None  # the buffers exist together
             shape = [1] * x.ndim
             shape[1] = c
             mean, var = self.running_mean.reshape(shape).copy(), self.running_var.reshape(shape).copy()
@@ -283,7 +286,7 @@ class Oracle:
             names.remove("num_batches_tracked")
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
-    def load_state_dict(self, values: dict[str, object], strict: bool) -> None:
+    def load_state_dict(self, values: dict[str, np.ndarray | int], strict: bool) -> None:
         own = self.state_dict()
         missing = [k for k in own if k not in values]
         unexpected = [k for k in values if k not in own]
@@ -294,7 +297,7 @@ class Oracle:
             raise OracleError("RuntimeError", "Error(s) in loading state_dict")
         for k, v in values.items():
             if k in own and not (k == "num_batches_tracked" and "load_ignores_counter" in self.dev):
-                self.assign(k, v)  # type: ignore[arg-type]
+                self.assign(k, v)
 
     def reset_running_stats(self) -> None:
         if "reset_noop" in self.dev:  # deviation

@@ -32,7 +32,7 @@ class ModuleConfig(Strict):
     """Constructor arguments of nn.BatchNorm{dim}d, plus the initial mode and dtype."""
 
     dim: Literal[1, 2, 3] = 2
-    num_features: int = Field(3, ge=1)
+    num_features: int = Field(default=3, ge=1)
     eps: float = 1e-5
     momentum: Optional[float] = 0.1
     # "torch": momentum is the weight of the new batch. "decay": it is the weight of the

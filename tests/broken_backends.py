@@ -94,5 +94,14 @@ slow = Slow()
 malformed_capabilities = MalformedCapabilities()
 pollutes = Pollutes()
 capabilities: Any = Capabilities  # re-exported for tests that build their own
-__all__ = ["exit_zero", "hangs", "keyboard_interrupt", "kernel_capabilities", "malformed_capabilities", "pollutes",
-           "segfault", "slow", "system_exit"]
+__all__ = [
+    "exit_zero",
+    "hangs",
+    "kernel_capabilities",
+    "keyboard_interrupt",
+    "malformed_capabilities",
+    "pollutes",
+    "segfault",
+    "slow",
+    "system_exit",
+]

@@ -75,10 +75,10 @@ def test_zero_or_one_value_per_channel(kernel: CKernel, shape: tuple[int, ...], 
     assert y.shape == shape and mean.shape == (3,)
     if x.size:
         assert (y == 0).all()  # one value per channel: x - mean = 0
-        dx, dw, db = kernel.backward_train(np.ones_like(x), x, None, mean, invstd)
+        dx, _, db = kernel.backward_train(np.ones_like(x), x, None, mean, invstd)
         assert dx.shape == shape and np.isfinite(db).all()
     assert kernel.forward_eval(x, None, None, rm, rv, 1e-5).shape == shape
-    dx, dw, db = kernel.backward_eval(np.ones_like(x), x, None, rm, rv, 1e-5)
+    dx, _dw, db = kernel.backward_eval(np.ones_like(x), x, None, rm, rv, 1e-5)
     assert dx.shape == shape and (db == x.size // 3).all()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -22,9 +23,13 @@ from tests.helpers import ROOT
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built from a copy of the source tree, so no earlier build output can slip into it."""
+    source = tmp_path_factory.mktemp("source") / "bnconform"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".tox", "build", "dist", "reports", "*.so", "__pycache__", "*.egg-info", ".*_cache"))
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                           "-w", str(out), str(ROOT)], capture_output=True, text=True, timeout=900)
+                           "-w", str(out), str(source)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (found,) = out.glob("bnconform-*.whl")
     return found

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from bnconform.cases.loader import BUILTIN_SPECS, load_cases
+from bnconform.runners.backends.mutants import CAUSE, MUTANTS
 from bnconform.runners.engine.execute import run_case
 from bnconform.runners.reports.mutants import score
 from bnconform.runners.reports.results import CaseResult
 from tests.helpers import ROOT
-from bnconform.runners.backends.mutants import CAUSE, MUTANTS
 
 CASES = load_cases([BUILTIN_SPECS])
 

@@ -5,10 +5,10 @@ from collections import Counter
 from pathlib import Path
 
 from bnconform.cases.loader import BUILTIN_SPECS, load_cases
-from bnconform.runners.backends.numpy_backend import NumpyBackend, NumpyKernel
-from bnconform.runners.engine.execute import run_case
-from bnconform.runners.backends.protocol import PROFILES, Conventions
 from bnconform.runners.backends import mutants
+from bnconform.runners.backends.numpy_backend import NumpyBackend, NumpyKernel
+from bnconform.runners.backends.protocol import PROFILES, Conventions
+from bnconform.runners.engine.execute import run_case
 from tests.helpers import bnconform
 
 CASES = load_cases([BUILTIN_SPECS])
@@ -45,7 +45,8 @@ def test_undeclared_behaviour_still_fails() -> None:
 
 
 def test_torch_legacy_profile_in_the_matrix(tmp_path: Path) -> None:
-    proc, report = bnconform("--backend", "bnconform.runners.backends.mutants:declared_legacy", "--family", "toggling", out=tmp_path)
+    proc, report = bnconform("--backend", "bnconform.runners.backends.mutants:declared_legacy", "--family", "toggling",
+                             out=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:]
     outcomes = Counter(r["outcome"] for r in report["results"])
     assert outcomes["deviates"] >= 5 and outcomes["failed"] == 0

@@ -4,11 +4,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bnconform.cases.loader import BUILTIN_SPECS, load_cases
-from bnconform.runners.backends import Column
+from bnconform.runners.backends import Column, mutants
 from bnconform.runners.backends.kernel_module import kernel_capabilities
 from bnconform.runners.backends.numpy_backend import NumpyBackend
 from bnconform.runners.engine.execute import run_case
-from bnconform.runners.backends import mutants
 
 CASES = {c.id: c for c in load_cases([BUILTIN_SPECS])}
 

@@ -45,7 +45,7 @@ def _cffi() -> Backend:
 
 def _framework(module: str, cls: str) -> Callable[[], Backend]:
     def make() -> Backend:
-        return getattr(importlib.import_module(f"bnconform.runners.backends.frameworks.{module}"), cls)()  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(f"bnconform.runners.backends.frameworks.{module}"), cls)()
 
     return make
 
@@ -164,7 +164,7 @@ def load(target: str) -> Backend:
         raise BackendLoadError(f"{type(exc).__name__}: {exc}") from exc
     if not hasattr(backend, "create") or not hasattr(backend, "capabilities"):
         raise BackendLoadError(f"{target} is not a backend (needs name, capabilities, version(), create())")
-    return backend  # type: ignore[no-any-return]
+    return backend
 
 
 def resolve(name: str) -> Backend:

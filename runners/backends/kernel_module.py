@@ -155,7 +155,8 @@ class KernelModule:
     def _count_batch(self, m: Optional[float]) -> float:
         """Count a tracked training batch; return its EMA factor (1/k for momentum None)."""
         nbt = self.buffers["num_batches_tracked"]
-        nbt += 1
+        assert nbt is not None  # forward counts only when the counter exists
+        nbt += 1  # in place: nbt is the 0-d buffer
         return 1.0 / float(nbt) if m is None else m
 
     def _plan(self) -> tuple[bool, Optional[Array], Optional[Array]]:
@@ -198,6 +199,8 @@ class KernelModule:
             y, mean, invstd = self.kernel.forward_train(x, w, b, rm, rv, factor, self.eps)
             self._saved = ("train", x, mean, invstd)
         else:
+            # Eval without batch statistics: the buffers exist (running_mean and running_var go together).
+            assert rm is not None and rv is not None
             y = self.kernel.forward_eval(x, w, b, rm, rv, self.eps)
             self._saved = ("eval", x, rm.copy(), rv.copy(), self.eps)
         return y
@@ -273,17 +276,21 @@ class KernelModule:
     def reset_running_stats(self) -> None:
         if not self.track_running_stats:  # reads the current flag: a no-op after a True->False flip
             return
-        if self.buffers["running_mean"] is None:
+        rm, rv, nbt = self.buffers["running_mean"], self.buffers["running_var"], self.buffers["num_batches_tracked"]
+        if rm is None:
             raise AttributeError("'NoneType' object has no attribute 'zero_'")
-        self.buffers["running_mean"][...] = 0
-        self.buffers["running_var"][...] = 1
-        self.buffers["num_batches_tracked"][...] = 0
+        assert rv is not None and nbt is not None  # the three buffers exist together
+        rm[...] = 0
+        rv[...] = 1
+        nbt[...] = 0
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()
-        if self.params["weight"] is not None:
-            self.params["weight"][...] = 1
-            self.params["bias"][...] = 0
+        weight, bias = self.params["weight"], self.params["bias"]
+        if weight is not None:
+            assert bias is not None  # affine: weight and bias exist together
+            weight[...] = 1
+            bias[...] = 0
 
     def set_requires_grad(self, name: str, flag: bool) -> None:
         if self.params.get(name) is None:

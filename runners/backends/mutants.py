@@ -21,7 +21,7 @@ def _backend(name: str, kernel: Optional[NumpyKernel] = None, module: type = Ker
     """A NumPy backend whose kernel and/or module class is a mutant."""
 
     class Mutant(NumpyBackend):
-        def create(self, config):  # type: ignore[no-untyped-def]
+        def create(self, config):
             return module(config, self.kernel)
 
     return Mutant(kernel or NumpyKernel(threads=1), name=f"mutant-{name}")
@@ -80,7 +80,7 @@ class _PerPositionStats(NumpyKernel):
 
 class _GradStatsConstant(NumpyKernel):
     def backward_train(self, dy, x, weight, mean, invstd):  # forgets the paths through mean and var
-        dx, dw, db = super().backward_train(dy, x, weight, mean, invstd)
+        _dx, dw, db = super().backward_train(dy, x, weight, mean, invstd)
         shape = (1, -1) + (1,) * (x.ndim - 2)
         g = np.ones_like(invstd) if weight is None else weight.astype(np.float64)
         return (dy * (g * invstd).reshape(shape)).astype(x.dtype), dw, db
@@ -88,11 +88,11 @@ class _GradStatsConstant(NumpyKernel):
 
 class _GradWeightSumDy(NumpyKernel):
     def backward_train(self, dy, x, weight, mean, invstd):
-        dx, dw, db = super().backward_train(dy, x, weight, mean, invstd)
+        dx, _dw, db = super().backward_train(dy, x, weight, mean, invstd)
         return dx, db.copy(), db
 
     def backward_eval(self, dy, x, weight, running_mean, running_var, eps):
-        dx, dw, db = super().backward_eval(dy, x, weight, running_mean, running_var, eps)
+        dx, _dw, db = super().backward_eval(dy, x, weight, running_mean, running_var, eps)
         return dx, db.copy(), db
 
 
@@ -154,6 +154,7 @@ class _MomentumNoneAsDefault(KernelModule):
 class _CumulativeOffByOne(KernelModule):
     def _count_batch(self, m):
         nbt = self.buffers["num_batches_tracked"]
+        assert nbt is not None  # forward counts only when the counter exists
         nbt += 1
         return 1.0 / (float(nbt) + 1.0) if m is None else m  # counts the batch twice
 
@@ -161,6 +162,7 @@ class _CumulativeOffByOne(KernelModule):
 class _CounterNotIncremented(KernelModule):
     def _count_batch(self, m):
         nbt = self.buffers["num_batches_tracked"]
+        assert nbt is not None  # forward counts only when the counter exists
         return 1.0 / max(float(nbt), 1.0) if m is None else m
 
 
@@ -183,7 +185,7 @@ class _UpdateInEval(KernelModule):
 
 class _BatchStatsInEval(KernelModule):
     def _plan(self):
-        batch_stats, rm, rv = super()._plan()
+        _batch_stats, rm, rv = super()._plan()
         return (True, rm if self.training else None, rv if self.training else None)
 
 
@@ -230,7 +232,9 @@ class _LoadIgnoresCounter(KernelModule):
         nbt = self.get("num_batches_tracked")
         super().load_state_dict(state, strict)
         if nbt is not None:
-            self.buffers["num_batches_tracked"][...] = nbt
+            counter = self.buffers["num_batches_tracked"]
+            assert counter is not None  # it had a value before the load, and loading keeps the buffer
+            counter[...] = nbt
 
 
 class _UntrackedHasBuffers(KernelModule):
@@ -260,7 +264,7 @@ class _GradBiasMissing(KernelModule):
 CAUSE: dict[str, Optional[str]] = {}
 
 
-def _register(name: str, cause: Optional[str], **kw) -> NumpyBackend:  # type: ignore[no-untyped-def]
+def _register(name: str, cause: Optional[str], **kw) -> NumpyBackend:
     CAUSE[name] = cause
     return _backend(name, **kw)
 
@@ -280,14 +284,16 @@ momentum_inverted = _register("momentum_inverted", "momentum_inverted", module=_
 momentum_none_as_default = _register("momentum_none_as_default", "momentum_none_as_default", module=_MomentumNoneAsDefault)
 cumulative_off_by_one = _register("cumulative_off_by_one", "cumulative_off_by_one", module=_CumulativeOffByOne)
 counter_not_incremented = _register("counter_not_incremented", "nbt_not_incremented", module=_CounterNotIncremented)
-counter_incremented_in_eval = _register("counter_incremented_in_eval", "nbt_incremented_in_eval", module=_CounterIncrementedInEval)
+counter_incremented_in_eval = _register("counter_incremented_in_eval", "nbt_incremented_in_eval",
+                                        module=_CounterIncrementedInEval)
 update_in_eval = _register("update_in_eval", "update_in_eval", module=_UpdateInEval)
 batch_stats_in_eval = _register("batch_stats_in_eval", "batch_stats_in_eval", module=_BatchStatsInEval)
 legacy_toggling = _register("legacy_toggling", "legacy_toggling", module=_LegacyToggling)
 flip_ignored = _register("flip_ignored", "flip_ignored", module=_FlipIgnored)
 running_var_init_zero = _register("running_var_init_zero", "running_var_init_zero", module=_RunningVarInitZero)
 reset_noop = _register("reset_noop", "reset_noop", module=_ResetNoop)
-state_dict_without_counter = _register("state_dict_without_counter", "state_dict_without_counter", module=_StateDictWithoutCounter)
+state_dict_without_counter = _register("state_dict_without_counter", "state_dict_without_counter",
+                                       module=_StateDictWithoutCounter)
 load_ignores_counter = _register("load_ignores_counter", "load_ignores_counter", module=_LoadIgnoresCounter)
 untracked_has_buffers = _register("untracked_has_buffers", "untracked_has_buffers", module=_UntrackedHasBuffers)
 no_batch_size_check = _register("no_batch_size_check", "no_batch_size_check", module=_NoBatchSizeCheck)
@@ -301,7 +307,7 @@ class _LegacyTorch(NumpyBackend):
 
     conventions = PROFILES["torch-legacy"]
 
-    def create(self, config):  # type: ignore[no-untyped-def]
+    def create(self, config):
         return _LegacyToggling(config, self.kernel)
 
 

@@ -10,8 +10,8 @@ the backend stays within a few times torch's speed while sharing no code with it
 from __future__ import annotations
 
 import math
-from importlib.metadata import PackageNotFoundError, version
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, Optional
 
 import numpy as np

@@ -13,8 +13,16 @@ import numpy as np
 
 from bnconform.cases.schema import ModuleConfig
 
-__all__ = ["Array", "BackendUnavailable", "Capabilities", "Conventions", "PROFILES", "ModuleConfig",
-           "BatchNormModule", "Backend"]
+__all__ = [
+    "PROFILES",
+    "Array",
+    "Backend",
+    "BackendUnavailable",
+    "BatchNormModule",
+    "Capabilities",
+    "Conventions",
+    "ModuleConfig",
+]
 
 Array = np.ndarray
 

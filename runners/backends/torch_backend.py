@@ -1,7 +1,7 @@
 """The reference implementation itself: torch.nn.BatchNorm{1,2,3}d, on CPU or CUDA."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class TorchModule:
         self.device = device
         self.dtype = getattr(torch, config.dtype)
         self.decay = config.momentum_convention == "decay"
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             eps=config.eps,
             momentum=self._torch_momentum(config.momentum),
             affine=config.affine,
@@ -72,13 +72,13 @@ class TorchModule:
 
     def set_attribute(self, name: str, value: object) -> None:
         if name == "momentum":
-            value = self._torch_momentum(value)  # type: ignore[arg-type]
+            value = self._torch_momentum(cast(Optional[float], value))  # a SetStep momentum
         setattr(self.m, name, value)
 
     def forward(self, x: Array) -> Array:
         self._x = self._tensor(x).requires_grad_(True)
         self._y = self.m(self._x)
-        return self._numpy(self._y)
+        return cast(Array, self._numpy(self._y))  # the module's output tensor
 
     def backward(self, grad_output: Array) -> dict[str, Optional[Array]]:
         for p in (self.m.weight, self.m.bias):

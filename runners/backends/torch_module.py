@@ -11,8 +11,8 @@ import importlib
 import re
 from typing import Any, Optional
 
-from bnconform.runners.backends.torch_backend import FEATURES, TorchModule
 from bnconform.runners.backends.protocol import BackendUnavailable, Capabilities, ModuleConfig
+from bnconform.runners.backends.torch_backend import FEATURES, TorchModule
 
 
 class TorchModuleBackend:

@@ -34,13 +34,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("bench_cell", cells, ids=[f"{b}-{shape_id(s)}-{p}" for b, s, p in cells])
 
 
-def test_copy_bandwidth(benchmark) -> None:  # type: ignore[no-untyped-def]
+def test_copy_bandwidth(benchmark) -> None:
     fn, nbytes = copy_callable(max(SHAPES, key=lambda s: int(np.prod(s))))
     benchmark.extra_info.update({"backend": "copy", "shape": "", "phase": "copy", "bytes": nbytes})
     benchmark(fn)
 
 
-def test_phase(benchmark, bench_cell) -> None:  # type: ignore[no-untyped-def]
+def test_phase(benchmark, bench_cell) -> None:
     backend, shape, phase = bench_cell
     fn, nbytes, skip = phase_callable(backend, shape, phase)
     if skip:

@@ -3,7 +3,7 @@ callable per backend x shape x phase, built the way each backend's users call it
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 
@@ -92,8 +92,8 @@ def phase_callable(name: str, shape: tuple[int, ...], phase: str) -> tuple[Optio
     reason = unavailable_reason(backend)
     if reason:
         return None, 0, f"{name} unavailable: {reason}"
-    dim = {2: 1, 3: 1, 4: 2, 5: 3}[len(shape)]
-    config = ModuleConfig(dim=dim, num_features=shape[1], dtype="float32")
+    dims: dict[int, Literal[1, 2, 3]] = {2: 1, 3: 1, 4: 2, 5: 3}
+    config = ModuleConfig(dim=dims[len(shape)], num_features=shape[1], dtype="float32")
     x, dy = _arrays(shape)
     nbytes = TENSORS_MOVED[phase] * x.nbytes
     if type(backend).__name__ == "TorchBackend":

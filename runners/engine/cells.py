@@ -114,6 +114,7 @@ class Cells:
         backend = self.hosts.backend(cell.column)
         backend.begin_cell()
         shipped = self._shipped(backend)
+        diagnosis: tuple[str, ...]
         if isinstance(shipped, str):
             outcome, message, diagnosis = "error", shipped, ()
         else:

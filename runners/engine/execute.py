@@ -50,7 +50,9 @@ def reproduce_command(case: Case, backend_name: str) -> str:
 
 def _error_step(step: Step, index: int, oracle_exc: Optional[OracleError], module_exc: Optional[BaseException]) -> Optional[str]:
     """Check a step that must raise. Returns a failure text, or None when it raised as specified."""
-    want = step.expect.error  # type: ignore[union-attr]
+    expect = step.expect
+    assert expect is not None and expect.error is not None  # called only for a step that expects an error
+    want = expect.error
     where = describe_step(step, index)
     if oracle_exc is None:
         raise SpecInconsistent(f"{where} expects {want.type}, but the reference does not raise there")

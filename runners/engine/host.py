@@ -82,7 +82,7 @@ def serve(conn: Connection, target: str, log_path: str) -> None:
     """Answer protocol calls on `conn` until it closes (the worker process's main function)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     warnings.simplefilter("ignore")  # a backend is judged by what it returns, not by what it warns
-    log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - kept open for faulthandler until exit
+    log = open(log_path, "w", encoding="utf-8")
     faulthandler.enable(log, all_threads=True)  # a fatal signal leaves the Python stack here
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, log, all_threads=True)  # the stack of a hang, on request
@@ -94,7 +94,8 @@ def serve(conn: Connection, target: str, log_path: str) -> None:
             message = conn.recv()
         except (EOFError, OSError):
             return
-        op, value = message[0], None
+        op = message[0]
+        value: Any = None
         try:
             if op == "probe":
                 value = info

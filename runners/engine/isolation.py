@@ -146,7 +146,7 @@ class Host:
         if kill and proc.is_alive():
             proc.kill()
         proc.join(5)
-        return proc.exitcode  # type: ignore[no-any-return]
+        return proc.exitcode
 
     def close(self) -> None:
         self._discard()

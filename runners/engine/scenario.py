@@ -136,7 +136,8 @@ class Run:
             self.log.append((position, q, None if actual is None else np.array(actual, copy=True)))
             diff = mismatch(q, expected, actual, tol)
             if diff:
-                problems.append(f"{q} differs after {describe_step(step, index)} [expected: {source}, {self.cfg.dtype}]\n  {diff}")
+                where = describe_step(step, index)
+                problems.append(f"{q} differs after {where} [expected: {source}, {self.cfg.dtype}]\n  {diff}")
         if exp.state_dict_keys is not None:
             keys = list(self.sides["module"].state_dict().keys())
             self.log.append((position, "state_dict_keys", keys))

@@ -42,7 +42,8 @@ def check_text(report: RunReport, name: str) -> tuple[str, bool]:
             lines.append(f"conventions: {info.conventions}")
     if report.interrupted:
         lines.append("**the run was interrupted: cells not run read error**")
-    rows, details, skips = [], [], Counter()
+    rows, details = [], []
+    skips: Counter[str] = Counter()
     for family, results in by_family.items():
         rows.append([family, len(results), _verdict(results)])
         first = next((r for r in results if r.outcome in ("failed", "error")), None)

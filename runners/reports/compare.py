@@ -82,7 +82,7 @@ def compare_timing(base: dict[str, Any], new: dict[str, Any], threshold: float) 
         rows.append({"backend": key[0], "shape": key[1], "phase": key[2], "base_median_s": b["median"],
                      "new_median_s": n["median"], "ratio": ratio, "spread": spread,
                      "regression": ratio > 1 + threshold, "within_noise": abs(ratio - 1) <= spread})
-    meta = lambda d: d.get("bnconform", {}).get("metadata", {})  # noqa: E731
+    meta = lambda d: d.get("bnconform", {}).get("metadata", {})
     return {"kind": "timing", "threshold": threshold, "base": meta(base), "new": meta(new), "rows": rows,
             "added": [list(k) for k in cur if k not in old], "removed": [list(k) for k in old if k not in cur],
             "regressions": sum(r["regression"] for r in rows)}

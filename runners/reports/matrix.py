@@ -67,7 +67,8 @@ def markdown(report: RunReport) -> str:
     for fam in report.families():
         lines += [f"## {fam}", ""]
         specs = list(dict.fromkeys(r.spec for r in report.results if r.family == fam))
-        table = [[f"`{s}`"] + [CELL.get(by_cell[(s, b)].outcome, "") if (s, b) in by_cell else "" for b in backends] for s in specs]
+        table = [[f"`{s}`"] + [CELL.get(by_cell[(s, b)].outcome, "") if (s, b) in by_cell else "" for b in backends]
+                 for s in specs]
         lines += [tabulate(table, headers=["case"] + backends, tablefmt="github"), ""]
 
     problems = [r for r in report.results if r.outcome in ("failed", "error", "xpassed")]
@@ -94,7 +95,8 @@ def markdown(report: RunReport) -> str:
             skips[key] = skips.get(key, 0) + 1
     if skips:
         lines += ["## Skip reasons", ""]
-        lines += [tabulate([[b, n, why] for (b, why), n in skips.items()], headers=["backend", "cases", "reason"], tablefmt="github"), ""]
+        rows = [[b, n, why] for (b, why), n in skips.items()]
+        lines += [tabulate(rows, headers=["backend", "cases", "reason"], tablefmt="github"), ""]
     return "\n".join(lines)
 
 

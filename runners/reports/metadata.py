@@ -12,7 +12,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-
 # The checkout this package was installed from (editable), if any: runners/reports -> the repository.
 ROOT = Path(__file__).resolve().parent.parent.parent
 PACKAGES = ("torch", "numpy", "cffi", "pydantic", "pytest", "pytest-benchmark", "bnconform")

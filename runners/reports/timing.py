@@ -12,6 +12,7 @@ from tabulate import tabulate
 from bnconform.cases.loader import BUILTIN_SPECS, spec_files
 from bnconform.runners.bench.workloads import PHASES, SHAPES, TENSORS_MOVED, shape_id
 from bnconform.runners.reports.metadata import run_metadata
+
 LARGEST = shape_id((32, 64, 112, 112))
 NCHW = [shape_id(s) for s in SHAPES if len(s) == 4 and s != (4, 8, 4, 4)]
 

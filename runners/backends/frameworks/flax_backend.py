@@ -14,7 +14,7 @@ jax_enable_x64, which this adapter turns on. Capabilities not declared as for Ke
 from __future__ import annotations
 
 from importlib.metadata import version
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class FlaxModule(FrameworkModule):
     def set_attribute(self, name: str, value: object) -> None:
         if name != "momentum":
             raise AttributeError(f"flax BatchNorm has no {name}")
-        self.momentum = value
+        self.momentum = cast(Optional[float], value)  # a SetStep momentum, in the decay convention
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, self.dtype)

@@ -65,7 +65,7 @@ class TinygradModule(FrameworkModule):
                 p.grad = None
         with self.Context(TRAINING=int(self.training)):
             (self._y * self.Tensor(np.ascontiguousarray(grad_output, np.float32))).sum().backward()
-        grad = lambda t: None if t is None or t.grad is None else t.grad.numpy()  # noqa: E731
+        grad = lambda t: None if t is None or t.grad is None else t.grad.numpy()
         return {"input": grad(self._x), "weight": grad(self.bn.weight), "bias": grad(self.bn.bias)}
 
     def get(self, name: str) -> Optional[np.ndarray | int]:
