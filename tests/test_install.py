@@ -21,12 +21,18 @@ import pytest
 from tests.helpers import ROOT
 
 
+def _not_source(directory: str, names: list[str]) -> set[str]:
+    """Build output, environments and generated reports (reports/ at the top only: runners/reports is code)."""
+    top = Path(directory) == ROOT
+    return {n for n in names if n in (".git", ".venv", ".tox", "__pycache__") or n.endswith((".so", ".egg-info", "_cache"))
+            or (top and n in ("build", "dist", "reports"))}
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Built from a copy of the source tree, so no earlier build output can slip into it."""
     source = tmp_path_factory.mktemp("source") / "bnconform"
-    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", ".tox", "build", "dist", "reports", "*.so", "__pycache__", "*.egg-info", ".*_cache"))
+    shutil.copytree(ROOT, source, symlinks=True, ignore=_not_source)
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                            "-w", str(out), str(source)], capture_output=True, text=True, timeout=900)
