@@ -6,11 +6,10 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from typing import Any
 
 import numpy as np
 
-from bnconform import Capabilities, KernelModule, ModuleConfig, kernel_capabilities
+from bnconform import KernelModule, ModuleConfig
 from bnconform.runners.backends.numpy_backend import NumpyBackend, NumpyKernel
 
 
@@ -93,15 +92,3 @@ hangs = Hangs()
 slow = Slow()
 malformed_capabilities = MalformedCapabilities()
 pollutes = Pollutes()
-capabilities: Any = Capabilities  # re-exported for tests that build their own
-__all__ = [
-    "exit_zero",
-    "hangs",
-    "kernel_capabilities",
-    "keyboard_interrupt",
-    "malformed_capabilities",
-    "pollutes",
-    "segfault",
-    "slow",
-    "system_exit",
-]

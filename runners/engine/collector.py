@@ -30,9 +30,8 @@ def _first_line(report: pytest.TestReport) -> str:
 
 
 class Collector:
-    def __init__(self, settings: Settings, command: str = "run") -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.command = command
         self.expected: dict[str, tuple[str, str]] = {}  # node id -> (case id, column), in collection order
         self.results: dict[str, CaseResult] = {}
         self.backends: dict[str, BackendInfo] = {}
@@ -55,7 +54,7 @@ class Collector:
             return  # no bnconform cell in this session: stay out of the way
         self.columns = list(dict.fromkeys(column for _, column in self.expected.values()))
         try:
-            outdir.prepare(Path(self.settings.out), outdir.REPORT_FILES[self.command])
+            outdir.prepare(Path(self.settings.out), outdir.REPORT_FILES["run"])
         except outdir.OutDirError as exc:
             pytest.exit(f"bnconform: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
         self.start_time = time.perf_counter()

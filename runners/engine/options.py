@@ -90,7 +90,6 @@ OPTIONS: tuple[Option, ...] = (
            default="0", pytest=False, short="-n"),
     Option("verbose", "one line per cell", SELECT, kind="flag", pytest=False, short="-v"),
 )
-BY_NAME = {o.name: o for o in OPTIONS}
 
 
 def add_pytest_options(parser: pytest.Parser) -> None:
