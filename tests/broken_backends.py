@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from bnconform import KernelModule, ModuleConfig
+from bnconform.runners.backends import mutants
 from bnconform.runners.backends.numpy_backend import NumpyBackend, NumpyKernel
 
 
@@ -92,3 +93,10 @@ hangs = Hangs()
 slow = Slow()
 malformed_capabilities = MalformedCapabilities()
 pollutes = Pollutes()
+
+
+class _TwoBugs(mutants._BiasedRunningVar, mutants._EpsOutsideSqrt):
+    """Bessel's correction forgotten (the bug a manifest may declare) and eps outside the root (another)."""
+
+
+two_bugs = NumpyBackend(_TwoBugs(threads=1), name="two-bugs")

@@ -17,7 +17,7 @@ from bnconform.cases.loader import BUILTIN_SPECS, load_cases
 from bnconform.cases.model import Case, id_matches
 from bnconform.runners.backends import Column, columns, default_backends
 from bnconform.runners.engine import manifest
-from bnconform.runners.engine.execute import run_case, tolerance_label
+from bnconform.runners.engine.execute import exercises, run_case, tolerance_label
 from bnconform.runners.engine.isolation import Hosts, RemoteBackend
 from bnconform.runners.engine.options import Settings
 from bnconform.runners.reports.results import BackendInfo, CaseResult
@@ -120,16 +120,34 @@ class Cells:
         else:
             result = run_case(case, backend, name)
             outcome, message, diagnosis = result.outcome, result.message, result.diagnosis
-            expected = manifest.find(self.entries + shipped, case.id, name)
-            if expected is not None and outcome in ("failed", "error"):
-                outcome, message = "xfailed", f"expected deviation: {expected.describe()}\n{message}"
-            elif expected is not None and outcome == "passed":
-                outcome, message = "xpassed", f"passes despite the manifest entry: {expected.describe()}"
+            base = backend.conventions.deviations() if backend.conventions else frozenset()
+            outcome, message = self._expected(case, name, outcome, message, diagnosis, self.entries + shipped, base)
         info = BackendInfo(name, backend.version(), sorted(backend.capabilities.provides()), backend.available(),
                            backend.conventions.describe() if backend.conventions else None, backend.manifest)
         return CaseResult(spec=case.id, family=case.family, backend=name, outcome=outcome, message=message,
                           duration=round(time.perf_counter() - start, 6), tolerance=tolerance_label(case),
                           diagnosis=list(diagnosis)), info
+
+    @staticmethod
+    def _expected(case: Case, name: str, outcome: str, message: str, diagnosis: tuple[str, ...],
+                  entries: list[manifest.Entry], base: frozenset[str]) -> tuple[str, str]:
+        """The outcome once the manifests are applied: a failure an entry expects is xfailed; a pass
+        where an entry expects a failure this case can show is xpassed (fixed?); a failure no entry
+        expects stays what it is."""
+        about = manifest.about(entries, case.id, name)
+        if not about or outcome not in ("passed", "failed", "error"):
+            return outcome, message
+        if outcome == "passed":
+            # An entry expecting a diagnosis concerns only the cases that would show that deviation.
+            live = [e for e in about if e.diagnosis is None or exercises(case, e.diagnosis, base)]
+            if not live:
+                return outcome, message
+            return "xpassed", f"passes despite the manifest entry: {live[0].describe()}"
+        found = manifest.find(about, case.id, name, outcome, message, diagnosis)
+        if found is not None:
+            return "xfailed", f"expected deviation: {found.describe()}\n{message}"
+        listed = "; ".join(f"{e.expectation()} ({e.source.name})" for e in about)
+        return outcome, f"{message}\nnot the failure the manifest expects here: {listed}"
 
     def close(self) -> None:
         self.hosts.close()

@@ -10,12 +10,12 @@ import re
 import shlex
 import traceback
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from bnconform.cases.deviations import describe
 from bnconform.cases.loader import BUILTIN_SPECS
 from bnconform.cases.model import Case
-from bnconform.cases.oracle import OracleError
+from bnconform.cases.oracle import Oracle, OracleError
 from bnconform.cases.schema import Step
 from bnconform.runners.backends import unavailable_reason
 from bnconform.runners.backends.protocol import PROFILES, Backend, BackendUnavailable, Conventions, ModuleConfig
@@ -198,6 +198,49 @@ def _failed(case: Case, steps: list[Step], run: Run, position: int, failure: str
     else:
         text = "diagnosis: no single known deviation reproduces the observed values"
     return Outcome("failed", f"{failure}\n{text}\n{repro}", causes)
+
+
+class _Raised(Exception):
+    """An error of the switched oracle, seen as the module's own exception of that type."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.type_names = [kind, "Exception", "BaseException"]
+
+
+class _SwitchedOracle:
+    """The oracle with deviations switched on, driven the way a backend's module is."""
+
+    def __init__(self, config: ModuleConfig, deviations: frozenset[str]) -> None:
+        self._oracle = Oracle(config, deviations)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._oracle, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except OracleError as exc:
+                raise _Raised(exc.kind, str(exc)) from None
+
+        return call
+
+
+_EXERCISES: dict[tuple[str, str, str, frozenset[str]], bool] = {}
+
+
+def exercises(case: Case, deviation: str, base: frozenset[str] = frozenset()) -> bool:
+    """Whether this case would fail a module that has `deviation` (on top of the declared `base`):
+    a manifest entry expecting that deviation is only about cases that can show it."""
+    key = (str(case.source), case.id, deviation, frozenset(base))
+    if key not in _EXERCISES:
+        run = Run(case, _SwitchedOracle(case.config, key[3] | {deviation}), key[3])
+        try:
+            init(run)
+            _EXERCISES[key] = any(_run_step(run, step, position, position) for position, step in enumerate(steps_of(case)))
+        except Exception:  # a case the switched oracle cannot even run certainly tells it apart
+            _EXERCISES[key] = True
+    return _EXERCISES[key]
 
 
 def tolerance_label(case: Case) -> str:

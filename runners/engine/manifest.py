@@ -1,23 +1,38 @@
-"""Expected-deviation manifests: case ids or globs a backend is known to fail, each with a reason.
+"""Expected-deviation manifests: which failure a backend is known to show in which cases.
 
-Matching cells are run as usual; a failure becomes `xfailed` (with the reason), a pass becomes
-`xpassed` (which fails the gate under --strict). An entry that matches no selected cell warns.
+An entry names the case(s) (an id or a glob) and what it expects there, so that it excuses
+that failure and no other: a diagnosis (a deviation name of cases/deviations.py that the
+failure must be diagnosed as), a message pattern (a regex searched in the failure's text),
+or `outcome: error` (the only way to expect an error cell: a harness, build, crash or
+time-limit error). A failure in a listed case that does not match still fails. A matching
+failure becomes `xfailed` (with the reason); a pass becomes `xpassed` (which fails the gate
+under --strict). An entry that matches no selected cell warns.
 
-    backend: mykernel        # optional glob over backend names; default: every backend
+    backend: mykernel            # optional glob over backend names; default: every backend
     expected:
+      - case: "bessel/*"
+        diagnosis: biased_running_var
+        reason: "we use the biased variance on purpose"
       - case: "errors/counter_counts_raising_call_golden"
+        message: "num_batches_tracked differs"
         reason: "the batch-size check runs before counting"
         link: https://example.org/issue/12      # optional
+      - case: "state/*"
+        outcome: error
+        message: "could not build the module"
+        reason: "no state_dict yet"
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bnconform.cases.deviations import DEVIATIONS
 from bnconform.cases.model import id_matches
 
 
@@ -29,7 +44,35 @@ class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     case: str = Field(min_length=1)
     reason: str = Field(min_length=1)
+    diagnosis: Optional[str] = None
+    message: Optional[str] = None
+    outcome: Optional[Literal["failed", "error"]] = None
     link: Optional[str] = None
+
+    @field_validator("diagnosis")
+    @classmethod
+    def _known(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and v not in DEVIATIONS:
+            raise ValueError(f"unknown diagnosis {v!r}; known: {', '.join(DEVIATIONS)}")
+        return v
+
+    @field_validator("message")
+    @classmethod
+    def _regex(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"message is not a valid regular expression: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _says_what(self) -> "_Entry":
+        if self.diagnosis is None and self.message is None and self.outcome is None:
+            raise ValueError("an entry says what it expects: `diagnosis: NAME`, `message: PATTERN` or `outcome: error`")
+        if self.outcome == "error" and self.diagnosis is not None:
+            raise ValueError("an error cell has no diagnosis: give `message:` with `outcome: error`")
+        return self
 
 
 class _File(BaseModel):
@@ -44,10 +87,28 @@ class Entry:
     backend: str
     case: str
     reason: str
-    link: Optional[str]
+    diagnosis: Optional[str] = None
+    message: Optional[str] = None
+    outcome: Optional[str] = None  # None or "failed": a failure; "error": an error cell
+    link: Optional[str] = None
 
     def matches(self, case_id: str, backend_name: str) -> bool:
+        """Whether the entry is about this cell (whatever the cell's result)."""
         return id_matches(backend_name, self.backend) and id_matches(case_id, self.case)
+
+    def expects(self, outcome: str, message: str, diagnosis: Iterable[str]) -> bool:
+        """Whether a cell's failure is the one this entry expects."""
+        if outcome != (self.outcome or "failed"):
+            return False
+        if self.diagnosis is not None and self.diagnosis not in diagnosis:
+            return False
+        return self.message is None or re.search(self.message, message) is not None
+
+    def expectation(self) -> str:
+        parts = [f"outcome {self.outcome}"] if self.outcome == "error" else []
+        parts += [f"diagnosis {self.diagnosis}"] if self.diagnosis else []
+        parts += [f"message /{self.message}/"] if self.message is not None else []
+        return ", ".join(parts)
 
     def describe(self) -> str:
         return self.reason + (f" ({self.link})" if self.link else "")
@@ -60,7 +121,7 @@ def load(paths: Iterable[Path]) -> list[Entry]:
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
             data = _File.model_validate(raw)
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise ManifestError(f"{path}: cannot read: {exc}") from None
         except yaml.YAMLError as exc:
             raise ManifestError(f"{path}: not valid YAML: {exc}") from None
@@ -68,9 +129,18 @@ def load(paths: Iterable[Path]) -> list[Entry]:
             err = exc.errors()[0]
             key = ".".join(str(p) for p in err["loc"])
             raise ManifestError(f"{path}: {key}: {err['msg']}") from None
-        entries += [Entry(path, data.backend, e.case, e.reason, e.link) for e in data.expected]
+        entries += [Entry(path, data.backend, e.case, e.reason, e.diagnosis, e.message, e.outcome, e.link)
+                    for e in data.expected]
     return entries
 
 
-def find(entries: list[Entry], case_id: str, backend_name: str) -> Optional[Entry]:
-    return next((e for e in entries if e.matches(case_id, backend_name)), None)
+def about(entries: list[Entry], case_id: str, backend_name: str) -> list[Entry]:
+    """The entries that name this cell."""
+    return [e for e in entries if e.matches(case_id, backend_name)]
+
+
+def find(entries: list[Entry], case_id: str, backend_name: str, outcome: str, message: str,
+         diagnosis: Iterable[str]) -> Optional[Entry]:
+    """The first entry that expects this cell's failure, or None."""
+    diagnosis = list(diagnosis)
+    return next((e for e in about(entries, case_id, backend_name) if e.expects(outcome, message, diagnosis)), None)
