@@ -25,7 +25,14 @@ import bnconform
 from bnconform.cases.loader import SpecError
 from bnconform.runners.backends import UnknownBackend
 from bnconform.runners.engine import manifest, options
-from bnconform.runners.engine.cells import EmptySelection, selected_cases, selected_columns
+from bnconform.runners.engine.cells import (
+    BackendProblem,
+    EmptySelection,
+    keep_for_this_process,
+    preflight,
+    selected_cases,
+    selected_columns,
+)
 from bnconform.runners.engine.options import BENCH, CHECK, MUTANTS, RUN, Settings
 from bnconform.runners.reports import outdir
 from bnconform.runners.reports.results import RunReport
@@ -59,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("new", metavar="NEW", help="the later report of the same kind")
     cmp_.add_argument("--threshold", type=float, default=0.10, metavar="F",
                       help="timing: a median slower by more than this fraction is a regression (default 0.10)")
+    cmp_.add_argument("--allow-removed", action="store_true",
+                      help="conformance: cells missing from NEW, or skipped in NEW but run in BASE, are not regressions")
     cmp_.add_argument("--json", metavar="FILE", help="also write the diff as JSON")
     cmp_.add_argument("--md", metavar="FILE", help="also write the Markdown (for a pull-request comment)")
     cmp_.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page (diff + new report)")
@@ -73,16 +82,22 @@ def _importable_from_cwd() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (cwd, os.environ.get("PYTHONPATH", "")) if p)
 
 
-def _check_request(settings: Settings, command: str) -> None:
-    """Fail fast, before pytest starts, on what the user typed (the plugin checks the same again,
-    from the same cached specs, for users who run it from pytest)."""
+def _check_request(settings: Settings, command: str, in_process: bool) -> None:
+    """Fail fast, before pytest starts, on what the user typed and on backends that cannot run
+    (the plugin checks the same again, from the same cached specs, for users who run it from
+    pytest; the backends' checked workers are handed to it when the cells run in this process)."""
     try:
         selected_cases(settings)
-        selected_columns(settings)
+        columns = selected_columns(settings)
         manifest.load(Path(p) for p in settings.manifest)
         outdir.prepare(Path(settings.out), outdir.REPORT_FILES[command])
-    except (SpecError, EmptySelection, UnknownBackend, manifest.ManifestError, outdir.OutDirError) as exc:
+        hosts = preflight(settings, columns)
+    except (SpecError, EmptySelection, UnknownBackend, manifest.ManifestError, outdir.OutDirError, BackendProblem) as exc:
         raise UsageProblem(str(exc)) from None
+    if in_process:
+        keep_for_this_process(settings, hosts)
+    else:
+        hosts.close()
 
 
 def _plugins(*names: str) -> list[str]:
@@ -110,10 +125,11 @@ def _engine(args: argparse.Namespace, command: str, backends: Optional[list[str]
     settings = Settings.from_args(args, command)
     if backends is not None:
         settings.backend = backends
-    _check_request(settings, command)
+    in_process = str(args.workers) in ("0", "")
+    _check_request(settings, command, in_process)
     argv = _pytest_base(CELLS_MODULE) + ["-v" if args.verbose else "-q"]
     argv += ["-rfE"] if command == RUN else ["-rN", "--tb=no"]
-    if str(args.workers) not in ("0", ""):
+    if not in_process:
         argv += [*_plugins("xdist"), "-n", str(args.workers), "--max-worker-restart", "1000"]
     argv += options.pytest_args(args, command)
     if backends is not None:
@@ -139,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
-    """The check view of one backend (printed and written to check.md); exit 1 when a cell failed."""
+    """The check view of one backend (printed and written to check.md); the exit code is the engine's,
+    so manifests, profiles and --strict mean exactly what they mean in `run`."""
     from bnconform.runners.reports.check import check_text
 
     if len(args.backend) != 1:
@@ -147,10 +164,10 @@ def check(args: argparse.Namespace) -> int:
     code, report = _engine(args, CHECK)
     if report is None:
         return code
-    text, ok = check_text(report, selected_columns(Settings.from_args(args, CHECK))[0].name)
+    text = check_text(report, selected_columns(Settings.from_args(args, CHECK))[0].name)
     print(text)
     (Path(args.out) / "check.md").write_text(text + "\n", encoding="utf-8")
-    return code if code == EXIT_USAGE else (EXIT_OK if ok else EXIT_FAILED)
+    return code
 
 
 def mutants(args: argparse.Namespace) -> int:
@@ -242,7 +259,7 @@ def compare_reports(args: argparse.Namespace) -> int:
     from bnconform.runners.reports.compare import compare, load, markdown
 
     try:
-        diff = compare(Path(args.base), Path(args.new), args.threshold)
+        diff = compare(Path(args.base), Path(args.new), args.threshold, args.allow_removed)
     except (ValueError, KeyError) as exc:
         raise UsageProblem(str(exc)) from None
     text = markdown(diff)

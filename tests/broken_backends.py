@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from bnconform import KernelModule, ModuleConfig
+from bnconform import Capabilities, Conventions, KernelModule, ModuleConfig
 from bnconform.runners.backends import mutants
 from bnconform.runners.backends.numpy_backend import NumpyBackend, NumpyKernel
 
@@ -70,6 +70,66 @@ class MalformedCapabilities(NumpyBackend):
         self.capabilities = "everything"  # type: ignore[assignment]
 
 
+class UnknownFeature(NumpyBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.capabilities = Capabilities(features=frozenset({"backwards", "state_dict"}))  # a typo of backward
+
+
+class CreatesNothing(NumpyBackend):
+    def create(self, config: ModuleConfig) -> KernelModule:
+        return None  # type: ignore[return-value]
+
+
+class BadConventions(NumpyBackend):
+    conventions = Conventions(momentum="keras")
+
+
+class _Returns(NumpyBackend):
+    """The NumPy backend with what its module returns passed through `output` and `value`."""
+
+    def create(self, config: ModuleConfig) -> KernelModule:
+        module = super().create(config)
+        forward, get = module.forward, module.get
+        module.forward = lambda x: self.output(forward(x), x)  # type: ignore[method-assign]
+        module.get = lambda name: self.value(name, get(name))  # type: ignore[method-assign]
+        return module
+
+    def output(self, out: np.ndarray, x: np.ndarray) -> object:
+        return out
+
+    def value(self, name: str, value: object) -> object:
+        return value
+
+
+class Upcasts(_Returns):
+    def output(self, out: np.ndarray, x: np.ndarray) -> object:
+        return out.astype(np.float64)
+
+
+class ReturnsList(_Returns):
+    def output(self, out: np.ndarray, x: np.ndarray) -> object:
+        return out.tolist()
+
+
+class ReturnsTensor(_Returns):
+    def output(self, out: np.ndarray, x: np.ndarray) -> object:
+        import torch
+
+        return torch.from_numpy(out)
+
+
+class ModifiesInput(_Returns):
+    def output(self, out: np.ndarray, x: np.ndarray) -> object:
+        x[...] = out  # normalised in place, over the caller's array
+        return x
+
+
+class CounterArray(_Returns):
+    def value(self, name: str, value: object) -> object:
+        return np.asarray(value) if name == "num_batches_tracked" else value
+
+
 class Pollutes(NumpyBackend):
     """Changes process-wide state that another backend would notice if it shared the process."""
 
@@ -92,7 +152,15 @@ keyboard_interrupt = RaisesKeyboardInterrupt()
 hangs = Hangs()
 slow = Slow()
 malformed_capabilities = MalformedCapabilities()
+unknown_feature = UnknownFeature()
+creates_nothing = CreatesNothing()
+bad_conventions = BadConventions()
 pollutes = Pollutes()
+upcasts = Upcasts()
+returns_list = ReturnsList()
+returns_tensor = ReturnsTensor()
+modifies_input = ModifiesInput()
+counter_array = CounterArray()
 
 
 class _TwoBugs(mutants._BiasedRunningVar, mutants._EpsOutsideSqrt):

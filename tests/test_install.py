@@ -110,8 +110,11 @@ def test_every_command_works_from_an_empty_directory(user: tuple[Path, Path]) ->
 
     same = _run(user, "bnconform", "compare", "reports/conformance.json", "reports/conformance.json")
     assert same.returncode == 0, same.stdout
+    # check ran numpy only: torch's and cffi's cells disappeared, a regression unless allowed
     other = _run(user, "bnconform", "compare", "reports/conformance.json", "check/conformance.json")
-    assert other.returncode == 0 and "removed" in other.stdout.lower()  # check ran numpy only: torch, cffi not there
+    assert other.returncode == 1 and "### Removed — regressions (--allow-removed accepts them) (642)" in other.stdout
+    allowed = _run(user, "bnconform", "compare", "reports/conformance.json", "check/conformance.json", "--allow-removed")
+    assert allowed.returncode == 0 and "no regression" in allowed.stdout
 
 
 def test_the_documented_user_session_runs_from_the_installed_package(user: tuple[Path, Path]) -> None:

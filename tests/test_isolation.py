@@ -31,12 +31,9 @@ BROKEN = {
                           "backend raised KeyboardInterrupt during step 1 (forward)"),
     "hang": (["tests.broken_backends:hangs"], ["--timeout", "3"], "tests.broken_backends:hangs",
              "timed out after 3 s in step 1 (forward)"),
-    "malformed capabilities": (["tests.broken_backends:malformed_capabilities"], [],
-                               "tests.broken_backends:malformed_capabilities",
-                               "capabilities must be a bnconform.Capabilities, got str 'everything'"),
-    "alias collision": (["torch=numpy"], [], "torch#2",
-                        "column name 'torch' is already taken by --backend torch; give this one another name"),
 }
+# A backend that breaks the protocol, or a column name taken twice, is refused before any case
+# runs (exit 2): tests/test_gate.py.
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])

@@ -58,6 +58,22 @@ class Conventions:
     one_value_raises: bool = True  # one value per channel raises (torch: ValueError)
     toggling: str = "current"  # "current" (PyTorch >= 1.6) or "legacy" (1.1-1.5 flag semantics)
     counter: bool = True  # keeps num_batches_tracked
+    # "torch": error messages match torch's; "own": the exception types are torch's, the words
+    # the backend's own (a right type with other words then reads deviates (declared)).
+    messages: str = "torch"
+
+    def problems(self) -> list[str]:
+        """What is wrong with these declarations (the run refuses a backend that has any)."""
+        allowed = {"momentum": ("torch", "decay"), "running_var": ("unbiased", "biased"),
+                   "toggling": ("current", "legacy"), "messages": ("torch", "own")}
+        out = [f"conventions.{key} must be one of {', '.join(map(repr, values))}, got {getattr(self, key)!r}"
+               for key, values in allowed.items() if getattr(self, key) not in values]
+        out += [f"conventions.{key} must be True or False, got {getattr(self, key)!r}"
+                for key in ("one_value_raises", "counter") if not isinstance(getattr(self, key), bool)]
+        eps = self.default_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            out.append(f"conventions.default_eps must be a positive number, got {eps!r}")
+        return out
 
     def deviations(self) -> frozenset[str]:
         """The oracle switches (cases/deviations.py) that describe this profile."""
@@ -76,7 +92,8 @@ class Conventions:
         return (f"momentum={self.momentum} (weight of the {'new batch' if self.momentum == 'torch' else 'old value'}), "
                 f"running_var={self.running_var}, default eps={self.default_eps:g}, "
                 f"one value per channel {'raises' if self.one_value_raises else 'accepted'}, toggling={self.toggling}, "
-                f"num_batches_tracked {'kept' if self.counter else 'absent'}")
+                f"num_batches_tracked {'kept' if self.counter else 'absent'}"
+                + (", own error messages" if self.messages == "own" else ""))
 
 
 PROFILES = {

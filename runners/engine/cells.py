@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from bnconform.cases.loader import BUILTIN_SPECS, load_cases
+from bnconform.cases.loader import BUILTIN_SPECS, load_cases, spec_files
 from bnconform.cases.model import Case, id_matches
 from bnconform.runners.backends import Column, columns, default_backends
 from bnconform.runners.engine import manifest
@@ -61,6 +61,9 @@ class EmptySelection(Exception):
 
 def selected_cases(settings: Settings) -> list[Case]:
     """The selected cases (specs loaded once per process). Raises SpecError or EmptySelection."""
+    for directory in settings.specs:  # a directory without specs is a wrong path, not an addition of nothing
+        if Path(directory).is_dir() and not spec_files([Path(directory)]):
+            raise EmptySelection(f"--specs {directory}: no spec files (*.yaml, *.yml) in that directory")
     cases = select(load_cases(spec_dirs(settings)), settings)
     if not cases:
         filters = [f"{key} {' '.join(repr(v) for v in values)}" for key, values in
@@ -85,6 +88,46 @@ class Cell:
         return cell_id(self.case.id, self.column.name)
 
 
+class BackendProblem(Exception):
+    """A requested backend that cannot be run: it breaks the protocol, its name is taken, or it is
+    unavailable here (unless --allow-unavailable). Found before any case runs; a usage error."""
+
+
+def preflight(settings: Settings, columns: list[Column]) -> Hosts:
+    """Start each column's worker and check what the backend declares, once, before any case runs.
+
+    Raises BackendProblem naming every column that cannot run; an unavailable one is allowed
+    with --allow-unavailable (its cells then read skipped with the reason). The hosts are kept
+    for the cells of this process (`bnconform run` checks here, then runs in the same process).
+    """
+    key = (tuple(columns), settings.timeout)
+    if key in _PREFLIGHTED:
+        return _PREFLIGHTED.pop(key)
+    hosts = Hosts(settings.timeout)
+    problems = []
+    for column in columns:
+        backend = hosts.backend(column)
+        if column.problem:
+            problems.append(f"backend {column.name}: {column.problem}")
+        elif backend.broken:
+            problems.append(f"backend {column.name} breaks the backend protocol: {backend.broken}")
+        elif backend.available() and not settings.allow_unavailable:
+            problems.append(f"backend {column.name} is unavailable: {backend.available()} "
+                            "(--allow-unavailable runs without it, its cells skipped)")
+    if problems:
+        hosts.close()
+        raise BackendProblem("; ".join(problems))
+    return hosts
+
+
+_PREFLIGHTED: dict[tuple[tuple[Column, ...], float], Hosts] = {}
+
+
+def keep_for_this_process(settings: Settings, hosts: Hosts) -> None:
+    """Hand checked hosts to the next Cells of this process (the CLI's pytest session)."""
+    _PREFLIGHTED[(tuple(selected_columns(settings)), settings.timeout)] = hosts
+
+
 class Cells:
     """What one test process needs to run cells: cases, columns, manifests, backend workers."""
 
@@ -93,7 +136,7 @@ class Cells:
         self.cases = selected_cases(settings)
         self.columns = selected_columns(settings)
         self.entries = manifest.load(Path(p) for p in settings.manifest)
-        self.hosts = Hosts(settings.timeout)
+        self.hosts = preflight(settings, self.columns)
         self.shipped: dict[str, list[manifest.Entry] | str] = {}  # a column's own manifest, or why it failed to load
 
     def all(self) -> list[Cell]:

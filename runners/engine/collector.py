@@ -40,6 +40,7 @@ class Collector:
         self.report: Optional[RunReport] = None
         self.paths: list[Path] = []
         self.warnings: list[str] = []
+        self.errors: list[str] = []  # why a run that wrote its report still has no verdict (exit 2)
 
     @property
     def active(self) -> bool:
@@ -105,7 +106,9 @@ class Collector:
         results = [self.results.get(n) or self._bare(cell, "error", why) for n, cell in self.expected.items()]
         backends = [self.backends.get(name) or BackendInfo(name, "unknown (no cell of it ran)", [])
                     for name in self.columns]
-        self.warnings = self._stale_entries()
+        self.warnings = self._stale_entries() + [
+            f"backend {b.name} did not run: unavailable here ({b.unavailable}); --allow-unavailable let the run go on "
+            f"with its {sum(r.backend == b.name for r in results)} cells skipped" for b in backends if b.unavailable]
         try:
             files = spec_files(spec_dirs(self.settings))
         except Exception:  # a spec dir that vanished must not lose the report
@@ -113,8 +116,9 @@ class Collector:
         self.report = RunReport(
             metadata=run_metadata(files), strict=self.settings.strict, suite_version=suite_version(),
             backends=backends, results=results, wall_time_s=round(time.perf_counter() - self.start_time, 2),
-            interrupted=interrupted,
+            interrupted=interrupted, unchecked=self._checked_nothing(backends, results),
         )
+        self.errors = list(self.report.unchecked)
         try:
             self.paths = write_all(self.report, Path(self.settings.out), html=self.settings.html)
         except OSError as exc:
@@ -123,3 +127,18 @@ class Collector:
             return
         if self.report.failed() and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.report.unchecked and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
+
+    @staticmethod
+    def _checked_nothing(backends: list[BackendInfo], results: list[CaseResult]) -> list[str]:
+        """A backend (not allowed to be unavailable) that ran none of its selected cells: the run
+        checked nothing of it and must not read as a pass."""
+        out = []
+        for b in backends:
+            mine = [r for r in results if r.backend == b.name]
+            if mine and not b.unavailable and all(r.outcome == "skipped" for r in mine):
+                why = mine[0].message.splitlines()[0] if mine[0].message else "skipped"
+                out.append(f"backend {b.name} ran none of its {len(mine)} selected cells (e.g. {why}); "
+                           "nothing of it was checked")
+        return out

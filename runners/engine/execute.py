@@ -12,6 +12,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import numpy as np
+
 from bnconform.cases.deviations import describe
 from bnconform.cases.loader import BUILTIN_SPECS
 from bnconform.cases.model import Case
@@ -19,6 +21,7 @@ from bnconform.cases.oracle import Oracle, OracleError
 from bnconform.cases.schema import Step
 from bnconform.runners.backends import unavailable_reason
 from bnconform.runners.backends.protocol import PROFILES, Backend, BackendUnavailable, Conventions, ModuleConfig
+from bnconform.runners.engine.contract import ContractViolation
 from bnconform.runners.engine.diagnose import diagnose
 from bnconform.runners.engine.isolation import HostError
 from bnconform.runners.engine.scenario import (
@@ -70,12 +73,12 @@ def _error_step(step: Step, index: int, oracle_exc: Optional[OracleError], modul
 def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None) -> Outcome:
     """Execute `case` on `backend`; never raises for a backend's fault."""
     name = backend_name or backend.name
-    missing = sorted(case.requires - backend.capabilities.provides())
-    if missing:
-        return Outcome("skipped", f"{name} does not declare: {', '.join(missing)}")
     reason = unavailable_reason(backend)
     if reason:
         return Outcome("skipped", f"{name} unavailable: {reason}")
+    missing = sorted(case.requires - backend.capabilities.provides())
+    if missing:
+        return Outcome("skipped", f"{name} does not declare: {', '.join(missing)}")
     repro = f"reproduce: {reproduce_command(case, name)}"
     conventions = getattr(backend, "conventions", None) or PROFILES["torch"]
     declared = conventions.deviations()
@@ -131,7 +134,7 @@ def _run_against(case: Case, backend: Backend, name: str, repro: str, convention
         where = "init (setting the initial values)"
         try:
             init(run)
-        except (SpecInconsistent, HostError):
+        except (SpecInconsistent, HostError, ContractViolation):
             raise
         except Exception as exc:
             return Outcome("error", f"{name} could not set the initial values: {exception_text(exc)}\n{repro}")
@@ -144,6 +147,8 @@ def _run_against(case: Case, backend: Backend, name: str, repro: str, convention
                 return _failed(case, steps, run, position, failure, repro)
     except HostError as exc:
         return Outcome("error", f"{exc.at(where)}\n{repro}")
+    except ContractViolation as exc:  # a wrong kind of value is wrong whatever the numbers say
+        return Outcome("failed", f"{where}: {exc}\n{repro}")
     except SpecInconsistent as exc:
         return Outcome("error", f"spec error in {case.source} ({case.id}): {exc}")
     except Exception as exc:  # a backend returning something unreadable, say
@@ -162,7 +167,7 @@ def _run_step(run: Run, step: Step, position: int, index: int) -> Optional[str]:
         oracle_exc = exc
     try:
         run.apply(step, "module")
-    except (SpecInconsistent, HostError):
+    except (SpecInconsistent, HostError, ContractViolation):
         raise
     except Exception as exc:  # the backend's own failure
         module_exc = exc
@@ -213,13 +218,22 @@ class _SwitchedOracle:
 
     def __init__(self, config: ModuleConfig, deviations: frozenset[str]) -> None:
         self._oracle = Oracle(config, deviations)
+        self._dtype = np.dtype(config.dtype)
+
+    def _as_module(self, value: Any) -> Any:
+        """The oracle's float64 values in the case's dtype, as a module returns them."""
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            return value.astype(self._dtype)
+        if isinstance(value, dict):
+            return {k: self._as_module(v) for k, v in value.items()}
+        return value
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._oracle, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
-                return method(*args, **kwargs)
+                return self._as_module(method(*args, **kwargs))
             except OracleError as exc:
                 raise _Raised(exc.kind, str(exc)) from None
 

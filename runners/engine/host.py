@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from bnconform.runners.backends import BackendLoadError, load
 from bnconform.runners.backends.protocol import Capabilities, Conventions
+from bnconform.runners.engine import contract
 
 
 def exception_info(exc: BaseException) -> dict[str, Any]:
@@ -52,10 +53,13 @@ def describe(backend: Any) -> dict[str, Any]:
             info["provides"] = provides
         except Exception as exc:
             info["broken"] = f"capabilities.provides() failed: {type(exc).__name__}: {exc}"
+    if info["broken"] is None:
+        info["broken"] = _declaration_problem(info["provides"])
     conventions = getattr(backend, "conventions", None)
     if conventions is not None and not isinstance(conventions, Conventions):
         info["broken"] = f"conventions must be a bnconform.Conventions, got {type(conventions).__name__}"
     elif conventions is not None:
+        info["broken"] = info["broken"] or "; ".join(conventions.problems()) or None
         info["conventions"] = dataclasses.asdict(conventions)
     manifest = getattr(backend, "manifest", None)
     info["manifest"] = None if manifest is None else str(manifest)
@@ -66,16 +70,71 @@ def describe(backend: Any) -> dict[str, Any]:
             info["unavailable"] = None if reason is None else str(reason)
         except Exception as exc:
             info["unavailable"] = f"available() raised {type(exc).__name__}: {exc}"
+    if info["broken"] is None and info["unavailable"] is None:
+        info["broken"], info["unavailable"] = _creates_a_module(backend, info["provides"])
     return info
+
+
+def _declaration_problem(provides: list[str]) -> Optional[str]:
+    """Capabilities that name nothing bnconform knows (a typo would silently skip cases)."""
+    from bnconform.cases.requirements import FEATURES
+
+    unknown = [p for p in provides if not (p in FEATURES or p in ("dim=1", "dim=2", "dim=3")
+                                          or p in ("dtype=float32", "dtype=float64"))]
+    if unknown:
+        return (f"capabilities name what bnconform does not know: {', '.join(unknown)} "
+                f"(features: {', '.join(sorted(FEATURES))}; dims 1, 2, 3; dtypes float32, float64)")
+    if not any(p.startswith("dim=") for p in provides) or not any(p.startswith("dtype=") for p in provides):
+        return "capabilities declare no dim or no dtype: no case could run"
+    return None
+
+
+def _creates_a_module(backend: Any, provides: list[str]) -> tuple[Optional[str], Optional[str]]:
+    """(broken, unavailable): build one module of a declared dim and dtype and check it has the
+    protocol's methods. A backend that raises here is left to its cells (that config may be the
+    only one it cannot build); BackendUnavailable makes it unavailable."""
+    from bnconform.runners.backends.protocol import BackendUnavailable, ModuleConfig
+
+    dims = sorted(int(p.split("=")[1]) for p in provides if p.startswith("dim="))
+    dtype = "float32" if "dtype=float32" in provides else "float64"
+    try:
+        module = backend.create(ModuleConfig.model_validate({"dim": dims[0], "dtype": dtype}))
+    except BackendUnavailable as exc:
+        return None, str(exc)
+    except Exception:
+        return None, None
+    if module is None:
+        return "create() returned None instead of a module", None
+    missing = sorted(m for m in PROTOCOL_METHODS if not callable(getattr(module, m, None)))
+    if missing:
+        return f"create() returned a {type(module).__name__} without the protocol's {', '.join(missing)}", None
+    return None, None
+
+
+PROTOCOL_METHODS = ("train", "eval", "set_attribute", "forward", "backward", "get", "assign", "state_dict",
+                    "load_state_dict", "reset_running_stats", "reset_parameters", "set_requires_grad")
 
 
 def _loaded(target: str) -> tuple[Optional[Any], dict[str, Any]]:
     try:
         backend = load(target)
-    except BackendLoadError as exc:
+    except BackendLoadError as exc:  # a framework that fails to import cannot run here: unavailable
         return None, {"version": "unknown (failed to load)", "provides": [], "conventions": None, "manifest": None,
-                      "unavailable": None, "broken": f"could not be loaded: {exc}"}
+                      "unavailable": f"could not be loaded: {exc}", "broken": None}
     return backend, describe(backend)
+
+
+def _arrays(args: tuple[Any, ...]) -> list[tuple[str, Any]]:
+    """The arrays handed to a call (positional, or values of a state dict), to check they stay unchanged."""
+    import numpy as np
+
+    out = []
+    for i, arg in enumerate(args):
+        if isinstance(arg, np.ndarray):
+            out.append(("" if i == 0 else f" argument {i + 1}", arg))
+        elif isinstance(arg, dict):
+            out += [(f" ({key!r} of the state dict)", v) for key, v in arg.items() if isinstance(v, np.ndarray)]
+    return out
 
 
 def serve(conn: Connection, target: str, log_path: str) -> None:
@@ -107,8 +166,14 @@ def serve(conn: Connection, target: str, log_path: str) -> None:
                 value = handles
             elif op == "call":
                 _, handle, method, args, kwargs = message
+                given = _arrays(args)
+                before = [a.copy() for _, a in given]
                 value = getattr(modules[handle], method)(*args, **kwargs)
+                for (where, after), snapshot in zip(given, before):
+                    contract.unchanged(f"{method}(){where}", snapshot, after)
             reply: tuple[str, Any] = ("ok", value)
+        except contract.ContractViolation as exc:
+            reply = ("contract", str(exc))
         except Exception as exc:
             reply = ("raised", exception_info(exc))
         except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit from the backend

@@ -21,6 +21,7 @@ from typing import Any, Optional
 from bnconform.runners.backends import Column
 from bnconform.runners.backends.protocol import Capabilities, Conventions, ModuleConfig
 from bnconform.runners.engine import host
+from bnconform.runners.engine.contract import ContractViolation
 
 
 class HostError(Exception):
@@ -195,6 +196,8 @@ class Host:
             return value
         if kind == "raised":
             raise BackendRaised(value)
+        if kind == "contract":
+            raise ContractViolation(value)
         if kind == "aborted":
             self._discard()
             raise BackendAborted(f"backend raised {value['types'][0]}" + (f": {value['message']}" if value["message"] else ""),
@@ -227,8 +230,7 @@ class Host:
 class RemoteModule:
     """A module living in the backend's worker; each protocol method is one round trip."""
 
-    METHODS = frozenset({"train", "eval", "set_attribute", "forward", "backward", "get", "assign", "state_dict",
-                         "load_state_dict", "reset_running_stats", "reset_parameters", "set_requires_grad"})
+    METHODS = frozenset(host.PROTOCOL_METHODS)
 
     def __init__(self, owner: Host, handle: int, generation: int) -> None:
         self._owner, self._handle, self._generation = owner, handle, generation
@@ -305,8 +307,9 @@ class Hosts:
             return RemoteBackend(column, None, {}, broken=column.problem)
         try:
             owner = Host(column, self.timeout)
-        except HostError as exc:
-            return RemoteBackend(column, None, {}, broken=f"could not be loaded: {exc.at('loading the backend')}")
+        except HostError as exc:  # it crashed or hung while loading: it cannot run here
+            return RemoteBackend(column, None, {"version": "unknown (failed to load)",
+                                                "unavailable": f"could not be loaded: {exc.at('loading the backend')}"})
         self.hosts.append(owner)
         return RemoteBackend(column, owner, owner.info)
 

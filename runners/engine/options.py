@@ -71,6 +71,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("family", "only this family (repeatable)", SELECT, metavar="NAME"),
     Option("manifest", "expected-deviation manifest (YAML): matching failures are xfailed (repeatable)",
            frozenset({RUN, CHECK}), metavar="FILE", path=True),
+    Option("allow-unavailable", "run even if a requested backend cannot run here (not installed, no device, fails to "
+           "import): its cells read skipped with the reason, and the summary says so. Without it, exit 2",
+           frozenset({RUN, CHECK}), kind="flag"),
     Option("strict", "a manifest entry whose case passes (xpassed) fails the run", frozenset({RUN, CHECK}), kind="flag"),
     Option("timeout", "seconds a backend may spend on one case (its calls, not the oracle's) before its worker "
            "process is killed and the cell reads error (default 120)", SELECT, kind="value", metavar="SECONDS",
@@ -139,6 +142,7 @@ class Settings:
     family: list[str] = field(default_factory=list)
     manifest: list[str] = field(default_factory=list)
     strict: bool = False
+    allow_unavailable: bool = False
     timeout: float = 120.0
     out: str = "reports"
     html: bool = False

@@ -19,7 +19,7 @@ import pytest
 from bnconform.cases.loader import SpecError
 from bnconform.runners.backends import UnknownBackend
 from bnconform.runners.engine import manifest
-from bnconform.runners.engine.cells import Cell, Cells, EmptySelection
+from bnconform.runners.engine.cells import BackendProblem, Cell, Cells, EmptySelection
 from bnconform.runners.engine.collector import Collector
 from bnconform.runners.engine.options import Settings, add_pytest_options
 from bnconform.runners.reports.matrix import terminal_summary
@@ -55,7 +55,7 @@ def _cells(config: pytest.Config) -> Cells:
     if CELLS not in config.stash:
         try:
             config.stash[CELLS] = Cells(config.stash[SETTINGS])
-        except (SpecError, EmptySelection, UnknownBackend, manifest.ManifestError) as exc:
+        except (SpecError, EmptySelection, UnknownBackend, manifest.ManifestError, BackendProblem) as exc:
             config.stash[CELLS] = f"bnconform: {exc}"
     found = config.stash[CELLS]
     if isinstance(found, str):
@@ -133,5 +133,7 @@ class Controller:
         terminalreporter.write_line(terminal_summary(report))
         for warning in self.collector.warnings:
             terminalreporter.write_line(f"warning: {warning}")
+        for error in self.collector.errors:
+            terminalreporter.write_line(f"error: {error}")
         for path in self.collector.paths:
             terminalreporter.write_line(f"wrote {path}")

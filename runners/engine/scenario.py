@@ -13,6 +13,7 @@ from bnconform.cases.inputs import materialize
 from bnconform.cases.model import Case
 from bnconform.cases.oracle import Oracle, OracleError
 from bnconform.cases.schema import QUANTITIES, Step
+from bnconform.runners.engine import contract
 from bnconform.runners.engine.mismatch import mismatch
 
 # What `expect: oracle` checks after each kind of step.
@@ -82,9 +83,15 @@ class Run:
                 target.set_attribute(k, v)
         elif act == "forward":
             observed.clear()
-            observed["output"] = target.forward(self.array(args.input))
+            x = self.array(args.input)
+            observed["output"] = target.forward(x)
+            if side == "module":
+                contract.array("forward() returned an output that", observed["output"], x.dtype, x.shape)
         elif act == "backward":
-            grads = target.backward(self.array(args.grad))
+            g = self.array(args.grad)
+            grads = target.backward(g)
+            if side == "module":
+                contract.grads("backward()", grads, g.dtype, g.shape, self.cfg.num_features)
             observed.update({f"grad_{k}": v for k, v in grads.items()})
         elif act == "state_dict":
             self.saved[side][args.save_as] = target.state_dict()
@@ -114,7 +121,12 @@ class Run:
             return self.observed[side][quantity]
         if quantity == "output" or quantity.startswith("grad_"):
             raise SpecInconsistent(f"expects {quantity} but no step produced it")
-        return self.sides[side].get(quantity)
+        value = self.sides[side].get(quantity)
+        if side == "module" and quantity == "num_batches_tracked":
+            contract.counter("get('num_batches_tracked')", value)
+        elif side == "module":
+            contract.array(f"get('{quantity}')", value, np.dtype(self.cfg.dtype), (self.cfg.num_features,), allow_none=True)
+        return value
 
     def check(self, step: Step, position: int, index: int) -> Optional[str]:
         """Compare the module with the step's expectations (logging what it showed)."""

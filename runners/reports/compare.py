@@ -33,7 +33,9 @@ def load(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: {exc}") from None
 
 
-def compare_conformance(base: RunReport, new: RunReport) -> dict[str, Any]:
+def compare_conformance(base: RunReport, new: RunReport, allow_removed: bool = False) -> dict[str, Any]:
+    """The diff; cells that disappeared and cells that ran before but are skipped now are lost
+    coverage, counted as regressions unless `allow_removed` (an empty run is not 'no regression')."""
     old = {(r.spec, r.backend): r for r in base.results}
     cur = {(r.spec, r.backend): r for r in new.results}
 
@@ -46,6 +48,9 @@ def compare_conformance(base: RunReport, new: RunReport) -> dict[str, Any]:
     both = [k for k in cur if k in old]
     newly_failing = [row(k) for k in both if cur[k].outcome in FAILING and old[k].outcome not in FAILING]
     added_failing = [row(k) for k in cur if k not in old and cur[k].outcome in FAILING]
+    removed = [row(k) for k in old if k not in cur]
+    not_run = [row(k) for k in both if cur[k].outcome == "skipped" and old[k].outcome != "skipped"]
+    lost = 0 if allow_removed else len(removed) + len(not_run)
     return {
         "kind": "conformance",
         "base": base.metadata, "new": new.metadata,
@@ -53,13 +58,15 @@ def compare_conformance(base: RunReport, new: RunReport) -> dict[str, Any]:
         "newly_failing": newly_failing,
         "added_failing": added_failing,
         "newly_passing": [row(k) for k in both if old[k].outcome in FAILING and cur[k].outcome == "passed"],
-        "changed": [row(k) for k in both if old[k].outcome != cur[k].outcome
+        "not_run": not_run,
+        "changed": [row(k) for k in both if old[k].outcome != cur[k].outcome and cur[k].outcome != "skipped"
                     and not (cur[k].outcome in FAILING) != (old[k].outcome in FAILING)],
         "changed_diagnosis": [row(k) for k in both if cur[k].outcome in FAILING and old[k].outcome in FAILING
                               and sorted(cur[k].diagnosis) != sorted(old[k].diagnosis)],
         "added": [row(k) for k in cur if k not in old],
-        "removed": [row(k) for k in old if k not in cur],
-        "regressions": len(newly_failing) + len(added_failing),
+        "removed": removed,
+        "allow_removed": allow_removed,
+        "regressions": len(newly_failing) + len(added_failing) + lost,
     }
 
 
@@ -88,13 +95,13 @@ def compare_timing(base: dict[str, Any], new: dict[str, Any], threshold: float) 
             "regressions": sum(r["regression"] for r in rows)}
 
 
-def compare(base_path: Path, new_path: Path, threshold: float = 0.10) -> dict[str, Any]:
+def compare(base_path: Path, new_path: Path, threshold: float = 0.10, allow_removed: bool = False) -> dict[str, Any]:
     base, new = load(base_path), load(new_path)
     kb, kn = kind(base), kind(new)
     if kb != kn:
         raise ValueError(f"cannot compare a {kb} report with a {kn} report")
     if kb == "conformance":
-        return compare_conformance(RunReport.from_json(base), RunReport.from_json(new))
+        return compare_conformance(RunReport.from_json(base), RunReport.from_json(new), allow_removed)
     return compare_timing(base, new, threshold)
 
 
@@ -114,13 +121,15 @@ def markdown(diff: dict[str, Any]) -> str:
         verdict = f"**{diff['regressions']} regression(s)**" if diff["regressions"] else "no regression"
         head += [verdict + (" — the spec set changed between the runs" if diff["spec_set_changed"] else ""), ""]
         cols = ["case", "backend", "base", "new", "new_diagnosis", "message"]
+        lost = " — allowed by --allow-removed" if diff["allow_removed"] else " — regressions (--allow-removed accepts them)"
         body = (_section("Newly failing", diff["newly_failing"], cols)
                 + _section("Added and failing", diff["added_failing"], cols)
                 + _section("Newly passing", diff["newly_passing"], cols[:4])
                 + _section("Changed diagnosis", diff["changed_diagnosis"], ["case", "backend", "base_diagnosis", "new_diagnosis"])
+                + _section(f"Ran before, skipped now{lost}", diff["not_run"], cols[:4] + ["message"])
+                + _section(f"Removed{lost}", diff["removed"], cols[:3])
                 + _section("Other outcome changes", diff["changed"], cols[:4])
-                + _section("Added", diff["added"], cols[:2] + ["new"])
-                + _section("Removed", diff["removed"], cols[:3]))
+                + _section("Added", diff["added"], cols[:2] + ["new"]))
         return "\n".join(head + (body or ["Nothing changed."]))
     head += [f"threshold {diff['threshold']:.0%}: **{diff['regressions']} regression(s)**. "
              "Spread = the larger (max - min) / median of the two runs; a change inside it is jitter.", ""]

@@ -41,6 +41,8 @@ class RunReport:
     strict: bool = False  # xpassed cells fail the gate
     metadata: dict[str, Any] = field(default_factory=dict)  # runners/reports/metadata.py: what produced it
     interrupted: bool = False  # stopped by the user: cells not run read error, "not run: ..."
+    # Backends of which nothing was checked (every selected cell skipped): the run has no verdict.
+    unchecked: list[str] = field(default_factory=list)
 
     def families(self) -> list[str]:
         """Families in first-seen order (spec files are read in name order)."""
@@ -60,7 +62,7 @@ class RunReport:
 
     def failed(self) -> bool:
         failing = FAILING + (("xpassed",) if self.strict else ())
-        return self.interrupted or any(r.outcome in failing for r in self.results)
+        return self.interrupted or bool(self.unchecked) or any(r.outcome in failing for r in self.results)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -78,6 +80,7 @@ class RunReport:
             strict=data.get("strict", False),
             metadata=data.get("metadata", {}),
             interrupted=data.get("interrupted", False),
+            unchecked=data.get("unchecked", []),
         )
 
     @classmethod

@@ -1,0 +1,36 @@
+"""The output contract: a backend's values are compared in float64, so the kind of what it
+returns is checked on its own. Each backend here returns the right numbers in the wrong form
+(or writes to its input), and each fails with the stated message, never passes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import bnconform
+
+BROKEN = {
+    "upcasts": "step 1 (forward): forward() returned an output that has dtype float64; expected float32, "
+               "as torch gives for float32 data",
+    "returns_list": "step 1 (forward): forward() returned an output that is a list; expected a numpy.ndarray of float32",
+    "returns_tensor": "step 1 (forward): forward() returned an output that is a torch.Tensor; "
+                      "expected a numpy.ndarray of float32",
+    "modifies_input": "step 1 (forward): forward() modified its input (",
+    "counter_array": "step 1 (forward): get('num_batches_tracked') is a ndarray (array(1)); expected an int",
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_a_backend_breaking_the_output_contract_fails_with_the_reason(name: str, tmp_path: Path) -> None:
+    proc, report = bnconform("--backend", f"tests.broken_backends:{name}", "--case", "conditions/train_tracked_golden",
+                             out=tmp_path)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    (cell,) = report["results"]
+    assert cell["outcome"] == "failed" and cell["message"].startswith(BROKEN[name]), cell["message"]
+    assert cell["diagnosis"] == []  # no deviation switch explains the wrong kind of value
+
+
+def test_the_input_check_counts_the_elements_written(tmp_path: Path) -> None:
+    _, report = bnconform("--backend", "tests.broken_backends:modifies_input", "--case", "conditions/train_tracked_golden",
+                          out=tmp_path)
+    assert "elements changed); a BatchNorm must not write to the caller's array" in report["results"][0]["message"]
