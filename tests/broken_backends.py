@@ -130,6 +130,47 @@ class CounterArray(_Returns):
         return np.asarray(value) if name == "num_batches_tracked" else value
 
 
+class OwnWords(NumpyBackend):
+    """Raises the exception types torch raises, in words of its own."""
+
+    def create(self, config: ModuleConfig) -> KernelModule:
+        module = super().create(config)
+        methods = {name: getattr(module, name) for name in ("forward", "load_state_dict", "set_attribute")}
+
+        def reworded(method):  # type: ignore[no-untyped-def]
+            def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+                try:
+                    return method(*args, **kwargs)
+                except Exception as exc:
+                    raise type(exc)("bad input") from None
+            return call
+
+        for name, method in methods.items():
+            setattr(module, name, reworded(method))
+        return module
+
+
+class OwnWordsDeclared(OwnWords):
+    conventions = Conventions(messages="own")
+
+
+class WrongErrorType(NumpyBackend):
+    """Raises RuntimeError where torch raises ValueError."""
+
+    def create(self, config: ModuleConfig) -> KernelModule:
+        module = super().create(config)
+        forward = module.forward
+
+        def call(x: np.ndarray) -> np.ndarray:
+            try:
+                return forward(x)
+            except ValueError as exc:
+                raise RuntimeError(str(exc)) from None
+
+        module.forward = call  # type: ignore[method-assign]
+        return module
+
+
 class Pollutes(NumpyBackend):
     """Changes process-wide state that another backend would notice if it shared the process."""
 
@@ -161,6 +202,9 @@ returns_list = ReturnsList()
 returns_tensor = ReturnsTensor()
 modifies_input = ModifiesInput()
 counter_array = CounterArray()
+own_words = OwnWords()
+own_words_declared = OwnWordsDeclared()
+wrong_error_type = WrongErrorType()
 
 
 class _TwoBugs(mutants._BiasedRunningVar, mutants._EpsOutsideSqrt):

@@ -21,7 +21,7 @@ from bnconform.runners.engine.scenario import Run, SpecInconsistent, init
 
 def _explains(case: Case, steps: list[Step], seen: dict[int, list[tuple[str, Any]]], last: int, name: str,
               base: frozenset[str]) -> bool:
-    run = Run(case, deviations=base | {name})
+    run = Run(case, deviations=base | ({name} if name else set()))
     try:
         init(run)
     except (OracleError, SpecInconsistent):
@@ -57,9 +57,12 @@ def _explains(case: Case, steps: list[Step], seen: dict[int, list[tuple[str, Any
 def diagnose(case: Case, steps: list[Step], log: list[tuple[int, str, Any]], last: int,
              base: frozenset[str] = frozenset()) -> list[str]:
     """Deviations that reproduce every observation up to step position `last` (on top of `base`,
-    the switches of a backend's declared profile)."""
+    the switches of a backend's declared profile), and only where the reference itself does not:
+    a switch is named only if it changes what was observed."""
     seen: dict[int, list[tuple[str, Any]]] = defaultdict(list)
     for position, key, value in log:
         seen[position].append((key, value))
+    if _explains(case, steps, seen, last, "", base):
+        return []  # what the module showed is what the reference shows: no switch changes it, none is the cause
     return [name for name in DEVIATIONS
             if name not in base and relevant(name, case) and _explains(case, steps, seen, last, name, base)]

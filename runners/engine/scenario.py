@@ -65,6 +65,10 @@ class Run:
         # "state_dict_keys", value). Only read when a case fails, to diagnose it.
         self.log: list[tuple[int, str, Any]] = []
         self.observed: dict[str, dict[str, Any]] = {"module": {}, "oracle": {}}
+        self.messages_own = False  # the backend declares its own error messages (Conventions.messages)
+        self.own_messages: list[str] = []  # right exception type, other words: what the declaration covered
+        self.message_only = False  # the failure is a message mismatch alone (nothing to diagnose)
+        self.spec_suspect = False  # a golden the module failed contradicts the oracle too
         self.saved: dict[str, dict[str, dict]] = {"module": {}, "oracle": {}}
 
     def array(self, source: Any) -> np.ndarray:
@@ -150,10 +154,14 @@ class Run:
             if diff:
                 where = describe_step(step, index)
                 problems.append(f"{q} differs after {where} [expected: {source}, {self.cfg.dtype}]\n  {diff}")
+                if source == "golden" and mismatch(q, expected, self.value("oracle", q), tol) is not None:
+                    self.spec_suspect = True
         if exp.state_dict_keys is not None:
             keys = list(self.sides["module"].state_dict().keys())
             self.log.append((position, "state_dict_keys", keys))
             want = list(self.sides["oracle"].state_dict()) if self.deviations else list(exp.state_dict_keys)
+            if keys != want and list(self.sides["oracle"].state_dict()) != want:
+                self.spec_suspect = True
             if keys != want:
                 problems.append(
                     f"state_dict keys differ after {describe_step(step, index)}: expected {want}, got {keys}"

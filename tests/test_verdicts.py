@@ -1,0 +1,69 @@
+"""Verdicts point at the right culprit: the exception type is the contract (its words come
+second), a diagnosis names only switches that change what was observed, and a golden that the
+reference oracle contradicts too is the spec's error, not the backend's."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers import bnconform, write_spec
+
+
+def _cells(report: dict, backend: str) -> dict[str, dict]:
+    return {r["spec"]: r for r in report["results"] if r["backend"] == backend}
+
+
+def test_right_type_other_words_is_its_own_verdict_and_can_be_declared(tmp_path: Path) -> None:
+    proc, report = bnconform("--backend", "own=tests.broken_backends:own_words",
+                             "--backend", "declared=tests.broken_backends:own_words_declared",
+                             "--family", "errors", out=tmp_path)
+    assert proc.returncode == 1
+    own, declared = _cells(report, "own"), _cells(report, "declared")
+    cell = own["errors/one_value_training_golden"]
+    assert cell["outcome"] == "failed" and cell["diagnosis"] == []
+    assert cell["message"].startswith("step 1 (forward) raises ValueError as expected; message differs: "
+                                      "expected /Expected more than 1 value per channel when training/, got 'bad input'")
+    assert "likely cause" not in cell["message"] and "diagnosis: none (the exception type is torch's" in cell["message"]
+    assert declared["errors/one_value_training_golden"]["outcome"] == "deviates"
+    assert declared["errors/one_value_training_golden"]["message"].startswith(
+        "deviates (declared): own error messages: step 1 (forward) raises ValueError as expected")
+    # the same cells, one way or the other; nothing else differs between the two
+    assert {k for k, r in own.items() if r["outcome"] == "failed"} == {k for k, r in declared.items()
+                                                                      if r["outcome"] == "deviates"}
+    assert all(not r["diagnosis"] for r in own.values())
+
+
+def test_a_wrong_exception_type_fails_without_bogus_causes(tmp_path: Path) -> None:
+    proc, report = bnconform("--backend", "w=tests.broken_backends:wrong_error_type", "--family", "errors", out=tmp_path)
+    assert proc.returncode == 1
+    failed = [r for r in report["results"] if r["outcome"] == "failed"]
+    assert failed and all(r["diagnosis"] == [] for r in failed)
+    cell = _cells(report, "w")["errors/one_value_training_golden"]
+    assert cell["message"].startswith("wrong exception at step 1 (forward): expected ValueError matching "
+                                      "/Expected more than 1 value per channel when training/, got RuntimeError: ")
+
+
+WRONG_GOLDEN = """
+family: mine
+title: a golden with a slip
+specs:
+  - id: slipped
+    description: running_mean = 0.9*0 + 0.1*mean = [0.2, 0.4], written as [0.3, 0.4]
+    config: {dim: 1, num_features: 2}
+    steps:
+      - forward: {input: [[1, 2], [3, 6]]}
+        expect:
+          running_mean: [0.3, 0.4]
+"""
+
+
+def test_a_golden_the_oracle_contradicts_is_a_spec_error_not_the_backends(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    write_spec(specs, "mine.yaml", WRONG_GOLDEN)
+    proc, report = bnconform("--backend", "torch", "--backend", "numpy", "--specs", str(specs), "--family", "mine",
+                             out=tmp_path / "out")
+    assert proc.returncode == 1
+    for cell in report["results"]:
+        assert cell["outcome"] == "error" and cell["diagnosis"] == []
+        assert cell["message"].startswith("spec error? running_mean differs after step 1 (forward) [expected: golden")
+        assert f"the reference oracle contradicts this golden value too: check its derivation in {specs / 'mine.yaml'}" \
+            in cell["message"]
