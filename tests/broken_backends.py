@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -171,6 +172,12 @@ class WrongErrorType(NumpyBackend):
         return module
 
 
+class ShipsManifest(NumpyBackend):
+    """The biased-variance bug, declared in a manifest the backend ships (as the framework adapters do)."""
+
+    manifest = str(Path(__file__).parent / "data" / "biased-known.yaml")
+
+
 class Pollutes(NumpyBackend):
     """Changes process-wide state that another backend would notice if it shared the process."""
 
@@ -205,6 +212,7 @@ counter_array = CounterArray()
 own_words = OwnWords()
 own_words_declared = OwnWordsDeclared()
 wrong_error_type = WrongErrorType()
+ships_manifest = ShipsManifest(mutants._BiasedRunningVar(threads=1), name="ships-manifest")
 
 
 class _TwoBugs(mutants._BiasedRunningVar, mutants._EpsOutsideSqrt):

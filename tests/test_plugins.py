@@ -118,3 +118,15 @@ def test_manifest_excuses_its_declared_bug_but_not_a_second_one(tmp_path: Path) 
     assert len(failed) > 20 and any(r["diagnosis"] == ["eps_outside_sqrt"] for r in failed)
     assert all("not the failure the manifest expects here: diagnosis biased_running_var" in r["message"] for r in failed)
     assert "xfailed" in two.values()  # where only the declared bug shows, it is still excused
+
+
+def test_check_and_run_apply_a_shipped_manifest_alike(tmp_path: Path) -> None:
+    """The same backend, shipping a manifest of its one bug: run and check give one verdict."""
+    args = ("--backend", "tests.broken_backends:ships_manifest", "--family", "bessel", "--family", "conditions", "--strict")
+    run, report = bnconform(*args, out=tmp_path / "run")
+    check = subprocess.run([sys.executable, "-m", "bnconform", "check", *args, "--out", str(tmp_path / "check")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and check.returncode == 0, check.stdout[-2000:]
+    assert set(outcomes(report, "tests.broken_backends:ships_manifest").values()) == {"passed", "xfailed"}
+    assert "| bessel     |      16 | pass (0 of 16, 16 xfailed) |" in check.stdout
+    assert "| conditions |      29 | pass (22 of 29, 7 xfailed) |" in check.stdout
