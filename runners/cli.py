@@ -290,6 +290,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageProblem as exc:
         print(f"bnconform: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `bnconform check ... | head`: the reader left; no traceback for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":
