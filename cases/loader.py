@@ -1,21 +1,32 @@
 """Load spec files (safe YAML), validate them, and expand grids into cases.
 
 Every mistake becomes a SpecError naming the file, the spec id and the key path, because
-the person reading it is editing YAML, not Python.
+the person reading it is editing YAML, not Python. Everything that can be checked without
+a backend is checked here, at load: the YAML itself (UTF-8, no repeated key, bounded alias
+expansion), the schema (cases/schema.py), the size of grids and arrays (`limits:`), and
+each case's shapes and goldens against its config (cases/checks.py).
 """
 from __future__ import annotations
 
 import functools
 import itertools
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional, Union
 
 import yaml
 from pydantic import ValidationError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from .checks import CaseProblem, check_case
 from .model import Case
 from .requirements import check_declared, required_capabilities
-from .schema import ModuleConfig, Spec, SpecFile
+from .schema import Limits, ModuleConfig, Spec, SpecFile, grid_size
+
+# How many nodes YAML aliases (*name) may add to a file when expanded: a few kilobytes of
+# nested aliases ("billion laughs") otherwise expand to billions of nodes, which validation
+# would copy. Counted on the composed node graph, before anything is constructed or copied.
+MAX_ALIAS_NODES = 10**6
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 BUILTIN_SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -30,6 +41,142 @@ class SpecError(Exception):
         if key:
             where += f": {key}"
         super().__init__(f"{where}: {message}")
+
+
+class _YamlProblem(Exception):
+    def __init__(self, path: list[Union[str, int]], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _key_path(path: Iterable[Union[str, int]]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+class _NodeCheck:
+    """One pass over the composed YAML graph, each node visited once: repeated mapping keys, and
+    the number of nodes aliases add when expanded (memoised per node, so an alias bomb costs
+    what its text costs)."""
+
+    def __init__(self, loader: "SpecYamlLoader", limit: int) -> None:
+        self.loader, self.limit = loader, limit
+        self.sizes: dict[int, int] = {}  # id(node) -> nodes it stands for, aliases expanded
+        self.open: set[int] = set()  # nodes being visited (an alias to one of them is a cycle)
+        self.added = 0
+        self.path: list[Union[str, int]] = []
+
+    def _key(self, node: Node) -> Any:
+        if node.tag == MERGE_TAG:  # `<<`: merged keys may be overridden, and it is no value of its own
+            return MERGE_TAG
+        if isinstance(node, ScalarNode):
+            value = self.loader.construct_object(node)
+            try:
+                hash(value)
+            except TypeError:
+                return (node.tag, node.value)
+            return value
+        return (node.tag, id(node))
+
+    def visit(self, node: Node) -> int:
+        ident = id(node)
+        if ident in self.sizes:  # a second reference: an alias, expanded where it is used
+            size = self.sizes[ident]
+            self.added += size
+            if self.added > self.limit:
+                raise _YamlProblem(self.path, f"YAML aliases expand the file by more than {self.limit} nodes here "
+                                              f"(an alias bomb?); this alias names the node at line {node.start_mark.line + 1}")
+            return size
+        if ident in self.open:
+            raise _YamlProblem(self.path, f"a YAML alias refers to a node that contains it (line {node.start_mark.line + 1})")
+        self.open.add(ident)
+        size = 1
+        if isinstance(node, MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                key, name = self._key(key_node), str(key_node.value) if isinstance(key_node, ScalarNode) else "?"
+                line = key_node.start_mark.line + 1
+                self.path.append(name)
+                if key in first_line:
+                    raise _YamlProblem(self.path, f"duplicate key {name!r} at line {line} (first at line {first_line[key]})")
+                first_line[key] = line
+                size += self.visit(key_node) + self.visit(value_node)
+                self.path.pop()
+        elif isinstance(node, SequenceNode):
+            for index, item in enumerate(node.value):
+                self.path.append(index)
+                size += self.visit(item)
+                self.path.pop()
+        self.open.discard(ident)
+        self.sizes[ident] = size
+        return size
+
+
+class SpecYamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses repeated mapping keys and alias bombs: the node graph is
+    checked (_NodeCheck) before the document is constructed."""
+
+    root: Optional[Node] = None
+
+    def get_single_data(self) -> Any:
+        node = self.root = self.get_single_node()
+        if node is None:
+            return None
+        _NodeCheck(self, MAX_ALIAS_NODES).visit(node)
+        return self.construct_document(node)
+
+
+def _mapping_get(node: Optional[Node], key: str) -> Optional[Node]:
+    if isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.value == key:
+                return value_node
+    return None
+
+
+def _spec_id_at(root: Optional[Node], path: list[Union[str, int]]) -> Optional[str]:
+    """The id of the spec a key path (specs[i]...) is in, read from the composed graph."""
+    if len(path) < 2 or path[0] != "specs" or not isinstance(path[1], int):
+        return None
+    specs = _mapping_get(root, "specs")
+    if not isinstance(specs, SequenceNode) or path[1] >= len(specs.value):
+        return None
+    spec_id = _mapping_get(specs.value[path[1]], "id")
+    return spec_id.value if isinstance(spec_id, ScalarNode) else f"specs[{path[1]}]"
+
+
+def _read_yaml(path: Path) -> Any:
+    """The document of a spec file; any problem with the file itself becomes a SpecError."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(path, None, "", f"cannot read: {exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError(path, None, "", f"not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line} "
+                                        f"(offset {exc.start}); save the file as UTF-8") from None
+    loader: Optional[SpecYamlLoader] = None
+    try:
+        loader = SpecYamlLoader(text)
+        return loader.get_single_data()
+    except _YamlProblem as exc:
+        assert loader is not None
+        spec_id = _spec_id_at(loader.root, exc.path)
+        raise SpecError(path, spec_id, _key_path(exc.path[2:] if spec_id else exc.path), str(exc)) from None
+    except yaml.MarkedYAMLError as exc:  # one line: what, where, and in what
+        mark = exc.problem_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        context = f" ({exc.context}" + (f" at line {exc.context_mark.line + 1}" if exc.context_mark else "") + ")" \
+            if exc.context else ""
+        raise SpecError(path, None, "", f"not valid YAML: {exc.problem}{at}{context}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(path, None, "", f"not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise SpecError(path, None, "", "not a spec: YAML nested too deeply") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def _loc(loc: Iterable[Any]) -> str:
@@ -49,7 +196,8 @@ def _raise_validation(path: Path, spec_id: str | None, prefix: str, exc: Validat
     key = _loc(first["loc"])
     key = f"{prefix}.{key}" if prefix and key else (prefix or key)
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    raise SpecError(path, spec_id, key, f"{first['msg']}{more}") from None
+    message = first["msg"].removeprefix("Value error, ")
+    raise SpecError(path, spec_id, key, f"{message}{more}") from None
 
 
 def _grid_label(value: Any) -> str:
@@ -89,12 +237,8 @@ def expand(path: Path, family: str, spec: Spec, defaults: dict[str, Any]) -> lis
 
 
 def load_file(path: Path) -> list[Case]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SpecError(path, None, "", f"not valid YAML: {exc}") from None
-    except OSError as exc:
-        raise SpecError(path, None, "", f"cannot read: {exc}") from None
+    """The cases of one spec file, every load-time check passed (else a SpecError)."""
+    raw = _read_yaml(path)
     try:
         sfile = SpecFile.model_validate(raw)
     except ValidationError as exc:
@@ -110,11 +254,27 @@ def load_file(path: Path) -> list[Case]:
         try:
             spec = Spec.model_validate(raw_spec)
         except ValidationError as exc:
-            _raise_validation(path, spec_id or f"specs[{index}]", "", exc)
+            _raise_validation(path, spec_id if isinstance(spec_id, str) and spec_id else f"specs[{index}]", "", exc)
         if spec.id in seen:
             raise SpecError(path, spec.id, "id", "duplicate spec id in this file")
         seen.add(spec.id)
-        cases.extend(expand(path, sfile.family, spec, defaults))
+        cases.extend(_checked(path, sfile.family, spec, defaults, sfile.limits))
+    return cases
+
+
+def _checked(path: Path, family: str, spec: Spec, defaults: dict[str, Any], limits: Limits) -> list[Case]:
+    """The spec's cases, each checked against its own config (shapes, goldens, sizes)."""
+    count = grid_size(spec.grid)  # before expanding: a 10**6-point grid is refused at once
+    if count > limits.max_cases:
+        raise SpecError(path, spec.id, "grid", f"expands to {count} cases, more than the limit of {limits.max_cases} "
+                                               "(a spec file raises it with `limits: {max_cases: N}`)")
+    cases = expand(path, family, spec, defaults)
+    for case in cases:
+        try:
+            check_case(case, limits)
+        except CaseProblem as exc:
+            at = f" (case {case.id})" if spec.grid else ""
+            raise SpecError(path, spec.id, exc.key, f"{exc}{at}") from None
     return cases
 
 

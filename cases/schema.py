@@ -6,10 +6,12 @@ prose version of this module; keep the two in step.
 """
 from __future__ import annotations
 
+import math
+import re
 from typing import Any, Literal, Optional, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 QUANTITIES = (
     "output",
@@ -26,6 +28,25 @@ QUANTITIES = (
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _error_at(title: str, loc: tuple[Union[str, int], ...], value: Any, message: str) -> ValidationError:
+    """A ValidationError at `loc` below the model being validated (raised from a before-validator,
+    pydantic appends it to the enclosing key path: `steps[2].expect.running_mean`)."""
+    return ValidationError.from_exception_data(
+        title, [{"type": "value_error", "loc": loc, "input": value, "ctx": {"error": ValueError(message)}}]
+    )
+
+
+def _prefixed(exc: ValidationError, *prefix: Union[str, int]) -> ValidationError:
+    """`exc` with `prefix` put in front of every error's key path."""
+    details: list[Any] = []
+    for err in exc.errors():
+        detail = {"type": err["type"], "loc": (*prefix, *err["loc"]), "input": err["input"]}
+        if "ctx" in err:
+            detail["ctx"] = err["ctx"]
+        details.append(detail)
+    return ValidationError.from_exception_data(exc.title, details)
 
 
 class ModuleConfig(Strict):
@@ -71,16 +92,34 @@ class Generated(Strict):
 
 def _check_literal_array(v: Any) -> Any:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
+        try:
+            float(v)
+        except OverflowError:
+            raise ValueError(f"{v} does not fit a float64") from None
         return v
     if isinstance(v, list):
         try:
             arr = np.asarray(v, dtype=np.float64)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise ValueError(f"not a rectangular array of numbers ({exc})") from None
         if arr.dtype == object:
             raise ValueError("not a rectangular array of numbers")
         return v
     raise ValueError("expected a number, a (nested) list of numbers, or {random: {...}}")
+
+
+def _check_golden(quantity: str, v: Any) -> Any:
+    """A golden value: a literal array (or number) whose every element is finite; an integer
+    for num_batches_tracked. A NaN or infinite golden is refused: where the semantics make a
+    quantity NaN (an empty batch, say), the spec says `oracle`, which compares NaN with NaN."""
+    if quantity == "num_batches_tracked":
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"num_batches_tracked is a non-negative integer, not {v!r}")
+        return v
+    _check_literal_array(v)
+    if not np.isfinite(np.asarray(v, dtype=np.float64)).all():
+        raise ValueError("a golden value must be finite (NaN or infinity found); write `oracle` where NaN is expected")
+    return v
 
 
 def _validate_source(v: Any) -> Any:
@@ -92,6 +131,15 @@ def _validate_source(v: Any) -> Any:
 class ErrorExpectation(Strict):
     type: Literal["ValueError", "RuntimeError", "TypeError", "AttributeError"]
     match: str = ""
+
+    @field_validator("match")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
 
 
 class Expect(Strict):
@@ -121,7 +169,13 @@ class Expect(Strict):
         for k in QUANTITIES:
             if k in data:
                 v = data[k]
-                values[k] = v if v is None or v == "oracle" else _check_literal_array(v)
+                if v is None or v == "oracle":
+                    values[k] = v
+                    continue
+                try:
+                    values[k] = _check_golden(k, v)
+                except ValueError as exc:
+                    raise _error_at("Expect", (k,), v, str(exc)) from None
         return {"values": values, "state_dict_keys": data.get("state_dict_keys"), "error": data.get("error")}
 
 
@@ -236,7 +290,10 @@ class Step(Strict):
             raise ValueError(f"a step has exactly one action key, got {actions or 'none'}")
         name = actions[0]
         raw = data[name] or {}
-        args = ACTIONS[name].model_validate(raw)
+        try:
+            args = ACTIONS[name].model_validate(raw)
+        except ValidationError as exc:  # report it under the action: steps[1].forward.input
+            raise _prefixed(exc, name) from None
         return {"action": name, "args": args, "expect": data.get("expect"), "note": data.get("note", "")}
 
 
@@ -272,8 +329,34 @@ class Spec(Strict):
         for key, value in v.items():
             if key not in allowed:
                 raise ValueError(f"init key {key!r} is not one of {sorted(allowed)}")
-            v[key] = _validate_source(value)
+            if key == "num_batches_tracked":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise _error_at("Spec", (key,), value, f"num_batches_tracked is a non-negative integer, not {value!r}")
+                continue
+            try:
+                v[key] = _validate_source(value)
+            except ValidationError as exc:
+                raise _prefixed(exc, key) from None
+            except ValueError as exc:
+                raise _error_at("Spec", (key,), value, str(exc)) from None
         return v
+
+
+# Generous bounds on what one spec file may ask for; a file raises them with `limits:`.
+DEFAULT_MAX_ELEMENTS = 10**7  # elements of one array (an input, an upstream gradient, an init value)
+DEFAULT_MAX_CASES = 10**4  # cases of one spec after grid expansion
+
+
+class Limits(Strict):
+    """`limits:` at the top of a spec file: raise these when a spec really needs more."""
+
+    max_elements: int = Field(default=DEFAULT_MAX_ELEMENTS, ge=1)
+    max_cases: int = Field(default=DEFAULT_MAX_CASES, ge=1)
+
+
+def grid_size(grid: dict[str, list[Any]]) -> int:
+    """The number of cases a grid expands to, counted without expanding it."""
+    return math.prod(len(values) for values in grid.values())
 
 
 class SpecFile(Strict):
@@ -284,4 +367,5 @@ class SpecFile(Strict):
     defaults: dict[str, Any] = {}
     # A place for YAML anchors (&name) shared by several specs; not read otherwise.
     anchors: Any = None
+    limits: Limits = Limits()
     specs: list[dict[str, Any]] = Field(min_length=1)
