@@ -30,7 +30,8 @@ def test_failure_names_quantity_step_errors_and_reproducer() -> None:
     assert "reproduce: bnconform run --backend numpy-biased --case bessel/nc_golden" in msg
 
 
-def test_backend_that_does_not_load_errors_its_cell() -> None:
+def test_backend_that_does_not_load_is_unavailable_with_the_reason() -> None:
+    """Refused before any case runs (tests/test_gate.py); with --allow-unavailable its cells skip."""
     from bnconform.runners.engine.isolation import Hosts
 
     hosts = Hosts(timeout=60)
@@ -39,7 +40,8 @@ def test_backend_that_does_not_load_errors_its_cell() -> None:
         result = run_case(CASES["conditions/train_tracked_golden"], backend, "bad")
     finally:
         hosts.close()
-    assert result.outcome == "error" and "could not be loaded: ModuleNotFoundError" in result.message
+    assert result.outcome == "skipped"
+    assert result.message == "bad unavailable: could not be loaded: ModuleNotFoundError: No module named 'tests.no_such_module'"
 
 
 class _Raises(NumpyBackend):

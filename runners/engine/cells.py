@@ -22,10 +22,11 @@ from bnconform.runners.engine.isolation import Hosts, RemoteBackend
 from bnconform.runners.engine.options import Settings
 from bnconform.runners.reports.results import BackendInfo, CaseResult
 
-# A cell's test id is CASE_ID[COLUMN]; case ids are family/spec or family/spec[grid], ids and
-# families are [a-z0-9_]+, and a column name has no brackets. One function builds the id, one
-# reads it back (the pytest-xdist controller sees only node ids).
-CELL_ID = re.compile(r"\[(?P<case>[a-z0-9_]+/[a-z0-9_]+(?:\[[^\[\]]*\])?)\[(?P<column>[^\[\]]+)\]\]$")
+# A cell's test id is CASE_ID[COLUMN], parametrising test_conformance; case ids are family/spec
+# or family/spec[grid], ids and families are [a-z0-9_]+, and a column name has no brackets. One
+# function builds the id, one reads it back (the pytest-xdist controller sees only node ids);
+# another test whose parameters merely look like case ids is not a cell.
+CELL_ID = re.compile(r"::test_conformance\[(?P<case>[a-z0-9_]+/[a-z0-9_]+(?:\[[^\[\]]*\])?)\[(?P<column>[^\[\]]+)\]\]$")
 
 
 def cell_id(case_id: str, column: str) -> str:
