@@ -172,6 +172,15 @@ class WrongErrorType(NumpyBackend):
         return module
 
 
+class CannotBuild3d(NumpyBackend):
+    """Builds no BatchNorm3d: those cells are errors ("could not build the module"), not failures."""
+
+    def create(self, config: ModuleConfig) -> KernelModule:
+        if config.dim == 3:
+            raise RuntimeError("no 3-d kernel")
+        return super().create(config)
+
+
 class ShipsManifest(NumpyBackend):
     """The biased-variance bug, declared in a manifest the backend ships (as the framework adapters do)."""
 
@@ -212,6 +221,7 @@ counter_array = CounterArray()
 own_words = OwnWords()
 own_words_declared = OwnWordsDeclared()
 wrong_error_type = WrongErrorType()
+cannot_build_3d = CannotBuild3d()
 ships_manifest = ShipsManifest(mutants._BiasedRunningVar(threads=1), name="ships-manifest")
 
 

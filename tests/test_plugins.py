@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT, bnconform, write_spec
 
 EXAMPLE = ROOT / "examples" / "plugin-backend"
@@ -130,3 +132,17 @@ def test_check_and_run_apply_a_shipped_manifest_alike(tmp_path: Path) -> None:
     assert set(outcomes(report, "tests.broken_backends:ships_manifest").values()) == {"passed", "xfailed"}
     assert "| bessel     |      16 | pass (0 of 16, 16 xfailed) |" in check.stdout
     assert "| conditions |      29 | pass (22 of 29, 7 xfailed) |" in check.stdout
+
+
+@pytest.mark.parametrize(("entry", "outcome"), [
+    ("message: 'no 3-d kernel'", "error"),  # names the words, but not that it expects an error cell
+    ("diagnosis: biased_running_var", "error"),
+    ("outcome: error\n    message: 'could not build the module: RuntimeError: no 3-d kernel'", "xfailed"),
+])
+def test_an_error_cell_is_only_expected_by_outcome_error(entry: str, outcome: str, tmp_path: Path) -> None:
+    path = write_spec(tmp_path, "known.yaml", f"expected:\n  - case: 'bessel/*'\n    {entry}\n    reason: no 3-d yet\n")
+    proc, report = bnconform("--backend", "b=tests.broken_backends:cannot_build_3d", "--case", "bessel/ncdhw_golden",
+                             "--manifest", str(path), out=tmp_path / "out")
+    (cell,) = report["results"]
+    assert cell["outcome"] == outcome, cell["message"]
+    assert proc.returncode == (1 if outcome == "error" else 0)
