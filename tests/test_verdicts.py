@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import bnconform, write_spec
 
 
@@ -67,3 +69,22 @@ def test_a_golden_the_oracle_contradicts_is_a_spec_error_not_the_backends(tmp_pa
         assert cell["message"].startswith("spec error? running_mean differs after step 1 (forward) [expected: golden")
         assert f"the reference oracle contradicts this golden value too: check its derivation in {specs / 'mine.yaml'}" \
             in cell["message"]
+
+
+def test_a_reference_that_cannot_run_a_step_is_not_blamed_on_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever breaks on the reference side (here: an oracle that cannot compute) is the spec's or
+    the harness's problem, never read as the backend's failure."""
+    from bnconform.cases.loader import BUILTIN_SPECS, load_cases
+    from bnconform.cases.oracle import Oracle
+    from bnconform.runners.backends import resolve
+    from bnconform.runners.engine.execute import run_case
+
+    def broken(self: Oracle, x: object) -> object:
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(Oracle, "forward", broken)
+    case = next(c for c in load_cases([BUILTIN_SPECS]) if c.id == "bessel/nc_golden")
+    result = run_case(case, resolve("numpy"), "numpy")
+    assert result.outcome == "error" and not result.diagnosis
+    assert result.message.startswith(f"spec error in {case.source} (bessel/nc_golden): the reference cannot run "
+                                     "step 1 (forward): ZeroDivisionError: float division by zero")

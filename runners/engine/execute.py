@@ -182,6 +182,10 @@ def _run_step(run: Run, step: Step, position: int, index: int) -> Optional[str]:
         run.apply(step, "oracle")
     except OracleError as exc:
         oracle_exc = exc
+    except SpecInconsistent:
+        raise
+    except Exception as exc:  # the reference side cannot run what the spec asks: not the backend's fault
+        raise SpecInconsistent(f"the reference cannot run {describe_step(step, index)}: {exception_text(exc)}") from exc
     try:
         run.apply(step, "module")
     except (SpecInconsistent, HostError, ContractViolation):
