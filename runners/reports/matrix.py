@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Optional
 
 from tabulate import tabulate
 
 from bnconform.cases.deviations import DEVIATIONS
-from bnconform.runners.reports.results import OUTCOMES, RunReport
+from bnconform.runners.reports.caseids import collapse
+from bnconform.runners.reports.causes import EXPECTED, PROBLEMS, Cause, group
+from bnconform.runners.reports.results import OUTCOMES, CaseResult, RunReport
 
 CELL = {
     "passed": "pass",
@@ -30,9 +34,104 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _fenced(text: str) -> list[str]:
+    """A code block that the message's own backticks cannot close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, text, fence]
+
+
+def _case_list(results: list[CaseResult], family_sizes: dict[str, int]) -> list[str]:
+    """The cells' case ids per family, collapsed into grid patterns."""
+    by_family: dict[str, list[str]] = {}
+    for r in results:
+        by_family.setdefault(r.family, []).append(r.spec)
+    lines = []
+    for family, ids in by_family.items():
+        total = family_sizes.get(family, len(ids))
+        scope = f"all {total}" if len(ids) == total else f"{len(ids)} of {total}"
+        patterns = ", ".join(f"`{c.text.removeprefix(family + '/')}`" for c in collapse(ids))
+        lines.append(f"  - {family} ({scope}): {patterns}")
+    return lines
+
+
+def _cause_section(number: int, cause: Cause, family_sizes: dict[str, int], example: bool) -> list[str]:
+    cells = len(cause.results)
+    title = f"`{cause.title}`" if cause.diagnosis else cause.title
+    lines = [f"### {number}. {title}: {_plural(cells, 'cell')}", ""]
+    if cause.diagnosis:
+        lines += [f"- `{d}`: {DEVIATIONS.get(d, '(not a known deviation)')}" for d in cause.diagnosis] + [""]
+    elif example:
+        lines += ["No known deviation reproduces these; grouped by their first message line.", ""]
+    for backend in cause.backends():
+        counts = ", ".join(f"{n} {o}" for o, n in cause.outcomes(backend).items())
+        lines += [f"- **{backend}**: {counts}"]
+        lines += _case_list([r for r in cause.results if r.backend == backend], family_sizes)
+    lines += [""]
+    if example:
+        first = cause.results[0]
+        lines += [f"Example: `{first.spec}` on {first.backend}, {first.outcome}:", ""] + _fenced(first.message.strip()) + [""]
+    return lines
+
+
+def _causes_part(report: RunReport, family_sizes: dict[str, int]) -> list[str]:
+    problems = group(report.results, PROBLEMS)
+    lines: list[str] = []
+    if problems:
+        cells = sum(len(c.results) for c in problems)
+        lines += ["## Failures by cause", "",
+                  f"{_plural(cells, 'cell')} to act on ({', '.join(PROBLEMS)}) from {_plural(len(problems), 'cause')}: "
+                  "a diagnosis names the known deviations (cases/deviations.py) that reproduce what the "
+                  "backend did; a failure without one is grouped by its first message line. Each cause shows one "
+                  "full message; conformance.json has every cell's.", ""]
+        rows = [[i, f"`{c.title}`" if c.diagnosis else c.title, ", ".join(c.backends()), len(c.results)]
+                for i, c in enumerate(problems, 1)]
+        lines += [tabulate(rows, headers=["#", "cause", "backends", "cells"], tablefmt="github"), ""]
+        for i, cause in enumerate(problems, 1):
+            lines += _cause_section(i, cause, family_sizes, example=True)
+    expected = group(report.results, EXPECTED)
+    if expected:
+        lines += ["## Declared deviations and expected failures", "",
+                  "Cells that differ from PyTorch as their backend declares (deviates) or as a manifest expects "
+                  "(xfailed), by reason.", ""]
+        for i, cause in enumerate(expected, 1):
+            lines += _cause_section(i, cause, family_sizes, example=False)
+    return lines
+
+
+def _family_table(report: RunReport, family: str, backends: list[str]) -> list[str]:
+    """The family's cases that do not pass on every backend, equal outcome rows collapsed."""
+    outcomes: dict[str, dict[str, str]] = {}
+    for r in report.results:
+        if r.family == family:
+            outcomes.setdefault(r.spec, {})[r.backend] = r.outcome
+    rows: dict[tuple[str, ...], list[str]] = {}
+    for spec, by_backend in outcomes.items():
+        vector = tuple(by_backend.get(b, "") for b in backends)
+        if any(o != "passed" for o in vector):
+            rows.setdefault(vector, []).append(spec)
+    listed = sum(len(ids) for ids in rows.values())
+    if not listed:
+        return [f"All {len(outcomes)} cases pass on every backend.", ""]
+    position = {spec: i for i, spec in enumerate(outcomes)}
+    table = sorted(((position[c.ids[0]], c, vector) for vector, ids in rows.items() for c in collapse(ids)),
+                   key=lambda t: t[0])
+    body = [[f"`{c.text}`" + (f" ({len(c.ids)})" if len(c.ids) > 1 else "")] + [CELL.get(o, o) for o in vector]
+            for _, c, vector in table]
+    head = ("No case passes on every backend:" if listed == len(outcomes)
+            else f"{len(outcomes) - listed} of {len(outcomes)} cases pass on every backend; the other {listed}:")
+    return [head, "",
+            tabulate(body, headers=["cases"] + backends, tablefmt="github"), ""]
+
+
 def markdown(report: RunReport) -> str:
     backends = report.backend_names()
     meta = report.metadata
+    conventions = [b for b in report.backends if b.conventions]
     lines = [
         "# BatchNorm conformance matrix",
         "",
@@ -48,9 +147,12 @@ def markdown(report: RunReport) -> str:
             tablefmt="github",
         ),
         "",
-        "## Summary per family",
-        "",
     ]
+    if report.interrupted:
+        lines += ["**The run was interrupted: cells not run read error.**", ""]
+    if conventions:
+        lines += ["Declared conventions: " + "; ".join(f"**{b.name}**: {b.conventions}" for b in conventions) + ".", ""]
+    lines += ["## Summary per family", ""]
     header = ["family", "cases"] + [f"{b} pass/fail/skip" for b in backends]
     rows = []
     for fam in report.families() + [None]:
@@ -63,31 +165,11 @@ def markdown(report: RunReport) -> str:
         rows.append(row)
     lines += [tabulate(rows, headers=header, tablefmt="github"), ""]
 
-    by_cell = {(r.spec, r.backend): r for r in report.results}
+    family_sizes = {fam: len({r.spec for r in report.results if r.family == fam}) for fam in report.families()}
+    lines += _causes_part(report, family_sizes)
     for fam in report.families():
-        lines += [f"## {fam}", ""]
-        specs = list(dict.fromkeys(r.spec for r in report.results if r.family == fam))
-        table = [[f"`{s}`"] + [CELL.get(by_cell[(s, b)].outcome, "") if (s, b) in by_cell else "" for b in backends]
-                 for s in specs]
-        lines += [tabulate(table, headers=["case"] + backends, tablefmt="github"), ""]
+        lines += [f"## {fam}", ""] + _family_table(report, fam, backends)
 
-    problems = [r for r in report.results if r.outcome in ("failed", "error", "xpassed")]
-    causes: dict[tuple[str, str], int] = {}
-    for r in problems:
-        for d in r.diagnosis or ["(none found)"]:
-            causes[(r.backend, d)] = causes.get((r.backend, d), 0) + 1
-    if causes:
-        lines += ["## Likely causes", "",
-                  "Known deviations whose predictions reproduce the failed cases' observed values "
-                  "(cases/deviations.py).", ""]
-        rows = [[b, f"`{d}`" if d in DEVIATIONS else d, DEVIATIONS.get(d, ""), n]
-                for (b, d), n in sorted(causes.items(), key=lambda kv: (kv[0][0], -kv[1]))]
-        lines += [tabulate(rows, headers=["backend", "deviation", "meaning", "failed cases"], tablefmt="github"), ""]
-    if problems:
-        lines += ["## Failures", ""]
-        for r in problems:
-            diagnosis = f"Diagnosis: {', '.join(f'`{d}`' for d in r.diagnosis)}" if r.diagnosis else "Diagnosis: none found"
-            lines += [f"### `{r.spec}` on {r.backend}: {r.outcome}", "", diagnosis, "", "```", r.message.strip(), "```", ""]
     skips: dict[tuple[str, str], int] = {}
     for r in report.results:
         if r.outcome == "skipped":
@@ -119,8 +201,9 @@ def terminal_summary(report: RunReport) -> str:
     )
 
 
-def write_all(report: RunReport, out_dir: Path, html: bool = False) -> list[Path]:
-    """conformance.json and conformance.md (and the self-contained conformance.html)."""
+def write_all(report: RunReport, out_dir: Path, html: bool = False, junit: Optional[Path] = None) -> list[Path]:
+    """conformance.json and conformance.md (and the self-contained conformance.html, and JUnit XML
+    where the user asked for it)."""
     out_dir = Path(out_dir)
     paths = [write_json(report, out_dir / "conformance.json"), write_markdown(report, out_dir / "conformance.md")]
     if html:
@@ -128,4 +211,8 @@ def write_all(report: RunReport, out_dir: Path, html: bool = False) -> list[Path
 
         paths.append(out_dir / "conformance.html")
         paths[-1].write_text(page("BatchNorm conformance", conformance=report), encoding="utf-8")
+    if junit is not None:
+        from bnconform.runners.reports.junit import write_junit
+
+        paths.append(write_junit(report, junit))
     return paths
