@@ -1,39 +1,72 @@
-"""One self-contained HTML page: the matrix (coloured, filterable by family and backend, each
-failure expandable with its message and diagnosis), the timing chart (matplotlib, inline SVG)
-and the regression diff when a baseline is given. No external resources: it opens anywhere."""
+"""One self-contained HTML page: the matrix (coloured; filtered by family, backend and outcome,
+searched by case id and message text; each cell a link to its expandable details with message
+and diagnosis), each backend's declared conventions and the reasons its cells deviate or are
+expected to fail, the failures grouped by cause, the timing chart (matplotlib, inline SVG) and
+the regression diff when a baseline is given. No external resources: it opens anywhere."""
 from __future__ import annotations
 
 import html
 import io
 from typing import Any, Optional
 
-from bnconform.runners.reports.results import RunReport
+from bnconform.cases.deviations import DEVIATIONS
+from bnconform.runners.reports.causes import EXPECTED, PROBLEMS, first_line, group, reason
+from bnconform.runners.reports.results import OUTCOMES, CaseResult, RunReport
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}
 th{background:#f3f3f3;position:sticky;top:0}
 .passed{background:#d8f5d8}.failed,.error{background:#f8c8c8;font-weight:bold}.skipped{background:#eee;color:#777}
 .deviates{background:#fde9b6}.xfailed{background:#e3e0f5}.xpassed{background:#f5d0f0}
-.filters{margin:1em 0}details{margin:.3em 0}pre{background:#f7f7f7;padding:.5em;white-space:pre-wrap}
-.meta{color:#555;font-size:13px}
+#matrix td a{color:inherit;text-decoration:none;display:block}#matrix td a:hover{text-decoration:underline}
+#matrix td.dim{opacity:.35}
+.filters{margin:1em 0;position:sticky;top:0;background:#fff;padding:.4em 0;z-index:1}.filters label{margin-right:1em}
+details{margin:.3em 0}details:target>summary{outline:2px solid #36c}pre{background:#f7f7f7;padding:.5em;white-space:pre-wrap}
+.meta{color:#555;font-size:13px}ul.reasons{margin:0;padding-left:1.2em}
 """
 
 SCRIPT = """
+var TEXT={};
+function value(id){var e=document.getElementById(id);return e?e.value:'*';}
 function applyFilters(){
-  var fam=document.getElementById('family').value, be=document.getElementById('backend').value;
-  document.querySelectorAll('#matrix tbody tr').forEach(function(tr){
-    tr.style.display=(fam==='*'||tr.dataset.family===fam)?'':'none';});
+  var fam=value('family'), be=value('backend'), out=value('outcome');
+  var q=(document.getElementById('search')||{value:''}).value.trim().toLowerCase();
+  var target=location.hash.slice(1);
   document.querySelectorAll('#matrix [data-backend]').forEach(function(c){
     c.style.display=(be==='*'||c.dataset.backend===be)?'':'none';});
-  document.querySelectorAll('#failures details').forEach(function(d){
-    d.style.display=((fam==='*'||d.dataset.family===fam)&&(be==='*'||d.dataset.backend===be))?'':'none';});
-  var shown=document.querySelectorAll('#matrix tbody tr:not([style*="none"])').length;
+  var shown=0;
+  document.querySelectorAll('#matrix tbody tr').forEach(function(tr){
+    var cells=Array.prototype.filter.call(tr.querySelectorAll('td[data-cell]'),function(td){
+      return be==='*'||td.dataset.backend===be;});
+    var ok=(fam==='*'||tr.dataset.family===fam)
+      &&(out==='*'||cells.some(function(td){return td.dataset.outcome===out;}))
+      &&(!q||tr.dataset.case.toLowerCase().indexOf(q)>=0
+         ||cells.some(function(td){return (TEXT[td.dataset.cell]||'').indexOf(q)>=0;}));
+    tr.style.display=ok?'':'none';
+    if(ok){shown++;}
+    cells.forEach(function(td){td.classList.toggle('dim',out!=='*'&&td.dataset.outcome!==out);});
+  });
+  document.querySelectorAll('#details details').forEach(function(d){
+    var ok=(fam==='*'||d.dataset.family===fam)&&(be==='*'||d.dataset.backend===be)
+      &&(out==='*'?d.dataset.outcome!=='passed':d.dataset.outcome===out)
+      &&(!q||(TEXT[d.id]||'').indexOf(q)>=0);
+    d.style.display=(ok||d.id===target)?'':'none';
+  });
   document.getElementById('shown').textContent=shown;
 }
+function openTarget(){
+  var d=location.hash?document.getElementById(location.hash.slice(1)):null;
+  if(d&&d.tagName==='DETAILS'){d.open=true;applyFilters();d.scrollIntoView();}
+}
 document.addEventListener('DOMContentLoaded',function(){
-  ['family','backend'].forEach(function(id){var s=document.getElementById(id);if(s){s.addEventListener('change',applyFilters);}});
-  if(document.getElementById('matrix')){applyFilters();}
+  if(!document.getElementById('matrix')){return;}
+  document.querySelectorAll('#details details').forEach(function(d){TEXT[d.id]=d.textContent.toLowerCase();});
+  ['family','backend','outcome'].forEach(function(id){document.getElementById(id).addEventListener('change',applyFilters);});
+  document.getElementById('search').addEventListener('input',applyFilters);
+  window.addEventListener('hashchange',openTarget);
+  applyFilters();
+  openTarget();
 });
 """
 
@@ -42,14 +75,63 @@ def _e(text: Any) -> str:
     return html.escape(str(text))
 
 
-def _options(name: str, values: list[str]) -> str:
+def _options(name: str, values: list[str] | tuple[str, ...]) -> str:
     opts = "".join(f'<option value="{_e(v)}">{_e(v)}</option>' for v in values)
     return f'<label>{name} <select id="{name}"><option value="*">all</option>{opts}</select></label>'
 
 
+def _reasons(results: list[CaseResult]) -> str:
+    """A backend's declared deviations and expected failures: each reason once, with its count."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in results:
+        if r.outcome in EXPECTED:
+            key = (r.outcome, reason(r))
+            counts[key] = counts.get(key, 0) + 1
+    items = "".join(f'<li><span class="{o}">{_e(o)}</span> ({n}): {_e(why)}</li>' for (o, why), n in counts.items())
+    return f'<ul class="reasons">{items}</ul>' if items else "none"
+
+
+def backends_section(report: RunReport) -> str:
+    """What each backend is and declares, and the reasons its cells deviate or are expected to fail."""
+    rows = []
+    for name in report.backend_names():
+        info = next((b for b in report.backends if b.name == name), None)
+        results = [r for r in report.results if r.backend == name]
+        rows.append(
+            f"<tr data-name=\"{_e(name)}\"><td><b>{_e(name)}</b></td><td>{_e(info.version if info else '?')}"
+            f"{f' (unavailable: {_e(info.unavailable)})' if info and info.unavailable else ''}</td>"
+            f"<td>{_e(info.conventions) if info and info.conventions else 'PyTorch’s'}</td>"
+            f"<td>{_e(info.manifest) if info and info.manifest else ''}</td><td>{_reasons(results)}</td></tr>")
+    return ('<h2>Backends</h2><table id="backends"><thead><tr><th>backend</th><th>version</th><th>declared conventions'
+            '</th><th>shipped manifest</th><th>deviations and expected failures (reason: cells)</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def causes_section(report: RunReport) -> str:
+    problems = group(report.results, PROBLEMS)
+    if not problems:
+        return ""
+    position = {id(r): i for i, r in enumerate(report.results)}
+    rows = "".join(
+        f"<tr><td>{_e(c.title)}</td><td>{_e('; '.join(DEVIATIONS.get(d, '') for d in c.diagnosis) or 'undiagnosed')}"
+        f"</td><td>{_e(', '.join(c.backends()))}</td><td>{len(c.results)}</td>"
+        f'<td><a href="#cell-{position[id(c.results[0])]}">example</a></td></tr>' for c in problems)
+    return ('<h2>Failures by cause</h2><table id="causes"><thead><tr><th>cause</th><th>meaning</th><th>backends</th>'
+            f"<th>cells</th><th></th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _detail(index: int, r: CaseResult) -> str:
+    diag = ", ".join(r.diagnosis) or "none found"
+    facts = ", ".join(x for x in (r.tolerance, f"{r.duration:.3f} s") if x)
+    return (f'<details id="cell-{index}" data-family="{_e(r.family)}" data-backend="{_e(r.backend)}" '
+            f'data-outcome="{_e(r.outcome)}"><summary class="{_e(r.outcome)}">{_e(r.spec)} on {_e(r.backend)}: '
+            f"{_e(r.outcome)} — diagnosis: {_e(diag)}</summary><p class=\"meta\">{_e(facts)}</p>"
+            f"<pre>{_e(r.message.strip() or '(no message)')}</pre></details>")
+
+
 def matrix_section(report: RunReport) -> str:
     backends, families = report.backend_names(), report.families()
-    cells = {(r.spec, r.backend): r for r in report.results}
+    index = {(r.spec, r.backend): i for i, r in enumerate(report.results)}
     specs = list(dict.fromkeys(r.spec for r in report.results))
     family = {r.spec: r.family for r in report.results}
     head = "".join(f'<th data-backend="{_e(b)}">{_e(b)}</th>' for b in backends)
@@ -57,31 +139,35 @@ def matrix_section(report: RunReport) -> str:
     for spec in specs:
         tds = []
         for b in backends:
-            r = cells.get((spec, b))
-            outcome = r.outcome if r else ""
-            title = _e(r.message.strip().splitlines()[0]) if r and r.message.strip() else ""
-            tds.append(f'<td data-backend="{_e(b)}" class="{outcome}" title="{title}">{_e(outcome)}</td>')
-        rows.append(f'<tr data-family="{_e(family[spec])}"><td><code>{_e(spec)}</code></td>{"".join(tds)}</tr>')
-    failures = []
-    for r in report.results:
-        if r.outcome in ("failed", "error", "xpassed", "deviates", "xfailed"):
-            diag = ", ".join(r.diagnosis) or "none found"
-            failures.append(
-                f'<details data-family="{_e(r.family)}" data-backend="{_e(r.backend)}"><summary class="{r.outcome}">'
-                f"{_e(r.spec)} on {_e(r.backend)}: {_e(r.outcome)} — diagnosis: {_e(diag)}</summary>"
-                f"<pre>{_e(r.message.strip())}</pre></details>")
+            i = index.get((spec, b))
+            if i is None:
+                tds.append(f'<td data-backend="{_e(b)}"></td>')
+                continue
+            r = report.results[i]
+            title = _e(first_line(r.message))
+            tds.append(f'<td data-backend="{_e(b)}" data-cell="cell-{i}" data-outcome="{_e(r.outcome)}" '
+                       f'class="{_e(r.outcome)}" title="{title}"><a href="#cell-{i}">{_e(r.outcome)}</a></td>')
+        rows.append(f'<tr data-family="{_e(family[spec])}" data-case="{_e(spec)}"><td><code>{_e(spec)}</code></td>'
+                    f'{"".join(tds)}</tr>')
+    details = "".join(_detail(i, r) for i, r in enumerate(report.results))
     meta = report.metadata
     counts = " · ".join(f"{_e(b)}: " + ", ".join(f"{n} {o}" for o, n in report.counts(b).items() if n) for b in backends)
+    interrupted = "<p><strong>The run was interrupted: cells not run read error.</strong></p>" if report.interrupted else ""
     return f"""
 <h2>Conformance matrix</h2>
 <p class="meta">bnconform {_e(report.suite_version)}, commit {_e(meta.get('git_commit', '?'))}, spec digest
 {_e(str(meta.get('spec_digest', '?'))[:16])}, {_e(meta.get('date', '?'))}, {_e(meta.get('cpu_model', ''))};
-{len(specs)} cases. {counts}</p>
-<div class="filters">{_options('family', families)} {_options('backend', backends)}
- <span>showing <span id="shown">{len(specs)}</span> cases</span></div>
+{len(specs)} cases. {counts}</p>{interrupted}
+{backends_section(report)}
+{causes_section(report)}
+<div class="filters">{_options('family', families)} {_options('backend', backends)} {_options('outcome', OUTCOMES)}
+ <label>search <input id="search" type="search" placeholder="case id or message text" size="32"></label>
+ <span>showing <span id="shown">{len(specs)}</span> of {len(specs)} cases</span></div>
 <table id="matrix"><thead><tr><th>case</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>
-<h2>Failures, deviations and expected failures</h2>
-<div id="failures">{''.join(failures) or '<p>none</p>'}</div>
+<h2>Cell details</h2>
+<p class="meta">Every cell that did not pass, with its message and diagnosis; a click on a matrix cell opens its
+details (a passed cell's too). The filters above apply here as well.</p>
+<div id="details">{details}</div>
 """
 
 
