@@ -35,7 +35,9 @@ class FrameworkBackend:
 
 
 class FrameworkModule:
-    """What the module side of every adapter shares: the train/eval flag, read at call time."""
+    """What the module side of every adapter shares: the train/eval flag, read at call time, and
+    the protocol's methods for what these frameworks do not have (their capabilities do not
+    declare them, so no case calls them; a call says so)."""
 
     training = True
 
@@ -44,3 +46,21 @@ class FrameworkModule:
 
     def eval(self) -> None:
         self.training = False
+
+    def _undeclared(self, what: str) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} has no {what} (the capability is not declared)")
+
+    def state_dict(self) -> dict:
+        raise self._undeclared("state_dict")
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        raise self._undeclared("load_state_dict")
+
+    def reset_running_stats(self) -> None:
+        raise self._undeclared("reset_running_stats")
+
+    def reset_parameters(self) -> None:
+        raise self._undeclared("reset_parameters")
+
+    def set_requires_grad(self, name: str, flag: bool) -> None:
+        raise self._undeclared("set_requires_grad")
