@@ -56,7 +56,10 @@ class Collector:
         self.columns = list(dict.fromkeys(column for _, column in self.expected.values()))
         try:
             outdir.prepare(Path(self.settings.out), outdir.REPORT_FILES["run"])
+            if self.settings.junit:
+                outdir.prepare_file(Path(self.settings.junit), "--junit")
         except outdir.OutDirError as exc:
+            self.expected = {}  # no report: it could not be written where asked, and no case ran
             pytest.exit(f"bnconform: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
         self.start_time = time.perf_counter()
 
@@ -120,7 +123,8 @@ class Collector:
         )
         self.errors = list(self.report.unchecked)
         try:
-            self.paths = write_all(self.report, Path(self.settings.out), html=self.settings.html)
+            self.paths = write_all(self.report, Path(self.settings.out), html=self.settings.html,
+                                   junit=Path(self.settings.junit) if self.settings.junit else None)
         except OSError as exc:
             self.warnings.append(f"could not write the reports to {self.settings.out}: {exc}")
             session.exitstatus = pytest.ExitCode.USAGE_ERROR

@@ -14,6 +14,8 @@ from typing import Any, Callable, Optional
 
 import pytest
 
+from bnconform.runners.reports.progress import MODES as PROGRESS_MODES
+
 PREFIX = "bnconform-"
 RUN, CHECK, MUTANTS, BENCH = "run", "check", "mutants", "bench"
 
@@ -30,6 +32,8 @@ class Option:
     path: bool = False  # a file or directory: made absolute before it reaches pytest
     pytest: bool = True  # False: a command-line option only (translated by its command)
     short: Optional[str] = None
+    cli_default: Any = None  # the command line's default where it differs from pytest's
+
 
     @property
     def dest(self) -> str:
@@ -39,14 +43,14 @@ class Option:
     def pytest_dest(self) -> str:
         return (PREFIX + self.name).replace("-", "_")
 
-    def kwargs(self) -> dict[str, Any]:
+    def kwargs(self, cli: bool = False) -> dict[str, Any]:
         if self.kind == "flag":
             return {"action": "store_true", "default": False, "help": self.help}
         out: dict[str, Any] = {"metavar": self.metavar, "help": self.help}
         if self.kind == "append":
             out.update(action="append", default=[])
         else:
-            out["default"] = self.default
+            out["default"] = self.cli_default if cli and self.cli_default is not None else self.default
         if self.type is not None:
             out["type"] = self.type
         return out
@@ -57,6 +61,12 @@ def _positive(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
+
+
+def _progress_mode(text: str) -> str:
+    if text not in PROGRESS_MODES:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(PROGRESS_MODES)}, got {text}")
+    return text
 
 
 SELECT = frozenset({RUN, CHECK, MUTANTS})
@@ -83,6 +93,12 @@ OPTIONS: tuple[Option, ...] = (
            default="reports", path=True),
     Option("html", "also write a self-contained HTML page (conformance.html, or timing.html for bench)",
            frozenset({RUN, BENCH}), kind="flag"),
+    Option("junit", "also write JUnit XML of the cells to FILE: one testcase per cell, a declared deviation and an "
+           "expected failure each a skipped testcase of its own type (docs/ci.md)", frozenset({RUN, CHECK}),
+           kind="value", metavar="FILE", path=True),
+    Option("progress", "live progress: auto (a live display on a terminal, a plain line per tenth of the cells "
+           "otherwise), rich, plain or off. Default: auto for bnconform, off in a pytest session", SELECT,
+           kind="value", metavar="MODE", default="off", cli_default="auto", type=_progress_mode),
     Option("shape", "bench: only this shape, e.g. 4x8x4x4 (repeatable)", frozenset({BENCH}), metavar="NxCx..."),
     Option("threads", "bench: threads for every backend (default: torch's)", frozenset({BENCH}), kind="value",
            metavar="N", default=0, type=int),
@@ -106,7 +122,7 @@ def add_cli_options(parser: argparse.ArgumentParser, command: str) -> None:
     for opt in OPTIONS:
         if command in opt.commands:
             flags = [f"--{opt.name}"] + ([opt.short] if opt.short else [])
-            parser.add_argument(*flags, dest=opt.dest, **opt.kwargs())
+            parser.add_argument(*flags, dest=opt.dest, **opt.kwargs(cli=True))
 
 
 def _absolute(value: str) -> str:
@@ -146,6 +162,8 @@ class Settings:
     timeout: float = 120.0
     out: str = "reports"
     html: bool = False
+    junit: Optional[str] = None
+    progress: str = "off"
     shape: list[str] = field(default_factory=list)
     threads: int = 0
 

@@ -12,7 +12,7 @@ session's controller collects every cell's result into the reports.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import pytest
 
@@ -22,6 +22,7 @@ from bnconform.runners.engine import manifest
 from bnconform.runners.engine.cells import BackendProblem, Cell, Cells, EmptySelection
 from bnconform.runners.engine.collector import Collector
 from bnconform.runners.engine.options import Settings, add_pytest_options
+from bnconform.runners.reports import progress
 from bnconform.runners.reports.matrix import terminal_summary
 from bnconform.runners.reports.results import BackendInfo, CaseResult
 
@@ -41,7 +42,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS] = Settings.from_config(config)
     if not _is_worker(config):  # the controller: the only place results are collected
-        config.pluginmanager.register(Controller(config.stash[SETTINGS]), "bnconform-controller")
+        config.pluginmanager.register(Controller(config), "bnconform-controller")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -108,22 +109,63 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 class Controller:
     """The session controller's hooks (the pytest process, or the pytest-xdist controller)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.collector = Collector(settings)
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.collector = Collector(config.stash[SETTINGS])
+        self.progress: Optional[progress.Display] = None
+
+    def _started(self) -> None:
+        """Once the selected cells are known: the live progress, if asked for (--bnconform-progress)."""
+        if self.progress is not None or not self.collector.active:
+            return
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is None:
+            return
+        self.progress = progress.create(self.collector.settings.progress, len(self.collector.expected),
+                                        self.collector.columns, terminal.write_line,
+                                        verbose=self.config.get_verbosity() > 0)
+        if self.progress is not None:
+            self.progress.start()
+
+    def _stop_progress(self, interrupted: bool = False) -> None:
+        if self.progress is not None:
+            display, self.progress = self.progress, None
+            display.stop(interrupted)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.collector.start([item.nodeid for item in session.items])
+        self._started()
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: Sequence[str]) -> None:
         self.collector.start(ids)
+        self._started()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.collector.record(report)
+        result = self.collector.results.get(report.nodeid)
+        if self.progress is not None and result is not None:
+            self.progress.tally.record(report.nodeid, result.backend, result.outcome)
+            self.progress.update()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> Any:
+        """With the live progress on, a cell's letter (the -q dot) is left out: the progress says it."""
+        status = yield
+        if self.progress is not None and report.nodeid in self.collector.expected and config.get_verbosity() <= 0:
+            return (status[0], "", "")
+        return status
+
+    def pytest_keyboard_interrupt(self) -> None:
+        self._stop_progress(interrupted=True)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self._stop_progress(interrupted=session.exitstatus == pytest.ExitCode.INTERRUPTED)
         self.collector.finish(session)
+
+    def pytest_unconfigure(self) -> None:
+        self._stop_progress()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         report = self.collector.report

@@ -20,11 +20,11 @@ class OutDirError(Exception):
     """--out cannot hold the reports (the message says why)."""
 
 
-def prepare(out: Path, names: tuple[str, ...]) -> Path:
+def prepare(out: Path, names: tuple[str, ...], option: str = "--out") -> Path:
     """Create `out` if needed, prove it writable, and remove the listed report files from it."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise OutDirError(f"--out {out}: exists and is not a directory")
+        raise OutDirError(f"{option} {out}: exists and is not a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".bnconform-", dir=out)
@@ -33,5 +33,15 @@ def prepare(out: Path, names: tuple[str, ...]) -> Path:
         for name in names:
             (out / name).unlink(missing_ok=True)
     except OSError as exc:
-        raise OutDirError(f"--out {out}: cannot write reports there ({type(exc).__name__}: {exc.strerror or exc})") from None
+        raise OutDirError(f"{option} {out}: cannot write reports there ({type(exc).__name__}: {exc.strerror or exc})") from None
     return out
+
+
+def prepare_file(path: Path, option: str) -> Path:
+    """The same for one report file the user placed elsewhere (e.g. --junit FILE): its directory
+    created and writable, an older file of that name removed."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutDirError(f"{option} {path}: is a directory")
+    prepare(path.parent, (path.name,), option=f"{option} {path}: directory")
+    return path
