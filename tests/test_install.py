@@ -1,65 +1,34 @@
 """bnconform as a user gets it: the wheel built from this checkout, installed into a fresh
 virtual environment, used from an empty directory outside the checkout.
 
-Slow (a venv with torch in it), and the only test that proves the package carries everything
-it needs: specs, framework manifests, the mutant corpus, the C kernels, the pytest plugin.
+Slow (a venv with torch in it, built once per test run and shared: tests/installed.py), and
+what proves the package carries everything it needs: specs, framework manifests, the mutant
+corpus, the C kernels, the pytest plugin.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
-import venv
 import zipfile
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from tests.helpers import ROOT
-
-
-def _not_source(directory: str, names: list[str]) -> set[str]:
-    """Build output, environments and generated reports (reports/ at the top only: runners/reports is code)."""
-    top = Path(directory) == ROOT
-    return {n for n in names if n in (".git", ".venv", ".tox", "__pycache__") or n.endswith((".so", ".egg-info", "_cache"))
-            or (top and n in ("build", "dist", "reports"))}
+from tests.installed import user_env
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built from a copy of the source tree, so no earlier build output can slip into it."""
-    source = tmp_path_factory.mktemp("source") / "bnconform"
-    shutil.copytree(ROOT, source, symlinks=True, ignore=_not_source)
-    out = tmp_path_factory.mktemp("wheel")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                           "-w", str(out), str(source)], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (found,) = out.glob("bnconform-*.whl")
-    return found
-
-
-@pytest.fixture(scope="module")
-def user(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+def user(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(the fresh venv's bin directory, an empty working directory outside the checkout)."""
-    env_dir = tmp_path_factory.mktemp("venv")
-    venv.create(env_dir, with_pip=True)
-    bin_dir = env_dir / "bin"
-    proc = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
-                          capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:]
     work = tmp_path_factory.mktemp("empty-dir")
     assert ROOT not in work.parents
-    yield bin_dir, work
+    return installed, work
 
 
 def _run(user: tuple[Path, Path], *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
     bin_dir, work = user
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    return subprocess.run(list(args), cwd=work, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(list(args), cwd=work, capture_output=True, text=True, timeout=timeout, env=user_env(bin_dir))
 
 
 def test_the_wheel_installs_one_import_namespace(wheel: Path) -> None:
