@@ -146,3 +146,15 @@ def test_an_error_cell_is_only_expected_by_outcome_error(entry: str, outcome: st
     (cell,) = report["results"]
     assert cell["outcome"] == outcome, cell["message"]
     assert proc.returncode == (1 if outcome == "error" else 0)
+
+
+def test_an_entry_that_excused_nothing_is_warned_about(tmp_path: Path) -> None:
+    path = write_spec(tmp_path, "m.yaml", "expected:\n"
+                      "  - case: 'bessel/*'\n    diagnosis: eps_outside_sqrt\n    reason: the wrong bug named\n"
+                      "  - case: 'bessel/*'\n    diagnosis: biased_running_var\n    reason: the right one\n")
+    proc, report = bnconform("--backend", "mutant:biased_running_var", "--family", "bessel", "--manifest", str(path),
+                             out=tmp_path / "out")
+    assert proc.returncode == 0 and set(outcomes(report, "mutant:biased_running_var").values()) == {"xfailed"}
+    assert (f"warning: manifest {path}: entry 'bessel/*' (backend '*', expects diagnosis eps_outside_sqrt) "
+            "excused none of the 16 cells it names") in proc.stdout
+    assert "expects diagnosis biased_running_var" not in proc.stdout

@@ -87,17 +87,24 @@ class Collector:
         case_id, column = cell
         return CaseResult(spec=case_id, family=case_id.split("/")[0], backend=column, outcome=outcome, message=message)
 
-    def _stale_entries(self) -> list[str]:
-        """Manifest entries that match no selected cell (warned about, as a typo would be)."""
+    def _stale_entries(self, results: list[CaseResult], interrupted: bool) -> list[str]:
+        """Manifest entries that match no selected cell, or that excused nothing in the cells they
+        match (fixed? too narrow?): warned about, as a typo would be."""
         paths = [Path(p) for p in self.settings.manifest]
         paths += [Path(b.manifest) for b in self.backends.values() if b.manifest]
         try:
             entries = manifest.load(dict.fromkeys(paths))
         except manifest.ManifestError:
             return []  # reported on the cells already
-        cells = list(self.expected.values())
-        return [f"manifest {e.source}: entry {e.case!r} (backend {e.backend!r}) matches no selected case"
-                for e in entries if not any(e.matches(case, column) for case, column in cells)]
+        out = []
+        for e in entries:
+            mine = [r for r in results if e.matches(r.spec, r.backend)]
+            where = f"manifest {e.source}: entry {e.case!r} (backend {e.backend!r}"
+            if not mine:
+                out.append(f"{where}) matches no selected case")
+            elif not interrupted and not any(r.outcome in ("xfailed", "xpassed") and e.describe() in r.message for r in mine):
+                out.append(f"{where}, expects {e.expectation()}) excused none of the {len(mine)} cells it names")
+        return out
 
     def finish(self, session: pytest.Session) -> None:
         """Complete the report (every selected cell), write it, and make the exit status agree."""
@@ -109,7 +116,7 @@ class Collector:
         results = [self.results.get(n) or self._bare(cell, "error", why) for n, cell in self.expected.items()]
         backends = [self.backends.get(name) or BackendInfo(name, "unknown (no cell of it ran)", [])
                     for name in self.columns]
-        self.warnings = self._stale_entries() + [
+        self.warnings = self._stale_entries(results, interrupted) + [
             f"backend {b.name} did not run: unavailable here ({b.unavailable}); --allow-unavailable let the run go on "
             f"with its {sum(r.backend == b.name for r in results)} cells skipped" for b in backends if b.unavailable]
         try:
