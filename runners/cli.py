@@ -128,7 +128,7 @@ def _engine(args: argparse.Namespace, command: str, backends: Optional[list[str]
     in_process = str(args.workers) in ("0", "")
     _check_request(settings, command, in_process)
     argv = _pytest_base(CELLS_MODULE) + ["-v" if args.verbose else "-q"]
-    argv += ["-rfE"] if command == RUN else ["-rN", "--tb=no"]
+    argv += ["-rN", "--tb=no"]  # each cell's message is in the summary by cause and in the reports
     if not in_process:
         argv += [*_plugins("xdist"), "-n", str(args.workers), "--max-worker-restart", "1000"]
     argv += options.pytest_args(args, command)

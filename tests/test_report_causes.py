@@ -125,3 +125,27 @@ def test_a_family_that_passes_everywhere_is_one_line() -> None:
     report = _report([_failed("fam/a", "torch", "", outcome="passed"), _failed("fam/a", "numpy", "", outcome="passed")])
     md = markdown(report)
     assert "## fam\n\nAll 1 cases pass on every backend." in md and "Failures by cause" not in md
+
+
+def test_a_short_backend_name_is_replaced_as_a_token_and_error_mismatches_group_by_types() -> None:
+    one = _failed("errors/a[dim=1]", "t", "wrong exception at step 1 (forward): expected ValueError matching "
+                  "/more than 1 value/, got RuntimeError: Expected more than 1 value per channel, got input size [1, 2]")
+    two = _failed("errors/b", "t", "wrong exception at step 2 (forward): expected ValueError matching "
+                  "/expected .*D input/, got RuntimeError: expected 4D input (got 3D input)")
+    assert normalise(one) == normalise(two) == "wrong exception at step N (forward): expected ValueError, got RuntimeError"
+    words = _failed("errors/c", "t", "step 1 (forward) raises ValueError as expected; message differs: "
+                    "expected /x/, got 'bad input'")
+    assert normalise(words) == "step N (forward) raises ValueError as expected; message differs"
+
+
+def test_the_terminal_summary_lists_causes_not_cells() -> None:
+    from bnconform.runners.reports.matrix import terminal_summary
+    from bnconform.runners.reports.results import RunReport
+
+    results = [_failed(f"conditions/c{i}", "b", "running_var differs after step 1 (forward)\n"
+                       f"reproduce: bnconform run --backend b --case conditions/c{i}") for i in range(50)]
+    for r in results:
+        r.diagnosis = ["biased_running_var"]
+    text = terminal_summary(RunReport(suite_version="x", backends=[], results=results))
+    assert "what to act on, by cause:\n[1] 50 cells (b): biased_running_var\n  e.g. conditions/c0 on b:" in text
+    assert text.count("reproduce:") == 1 and "[2]" not in text

@@ -198,7 +198,27 @@ def terminal_summary(report: RunReport) -> str:
     return (
         f"bnconform: {cases} cases x {len(report.backend_names())} backends, {report.wall_time_s:.1f} s -> {verdict}\n"
         + tabulate(rows, headers=["backend"] + list(OUTCOMES), tablefmt="simple")
+        + _terminal_causes(report)
     )
+
+
+def _terminal_causes(report: RunReport, most: int = 8, lines: int = 8) -> str:
+    """What to act on, by cause (as in conformance.md): a count, the backends, and one example's
+    first lines with its reproduce command; the log grows with the causes, not the cells."""
+    problems = [r for r in report.results if r.outcome in ("failed", "error") or (r.outcome == "xpassed" and report.strict)]
+    out = []
+    for number, cause in enumerate(group(problems)[:most], 1):
+        example = cause.results[0]
+        text = example.message.strip().splitlines()
+        repro = next((line for line in text if line.startswith("reproduce: ")), "")
+        body = [line for line in text if line != repro][:lines]
+        out += [f"\n[{number}] {_plural(len(cause.results), 'cell')} ({', '.join(cause.backends())}): {cause.title}",
+                f"  e.g. {example.spec} on {example.backend}:"] + [f"    {line}" for line in body]
+        out += [f"  {repro}"] if repro else []
+    rest = len(group(problems)) - most
+    if rest > 0:
+        out.append(f"\n... and {_plural(rest, 'more cause')}: see conformance.md")
+    return ("\n\nwhat to act on, by cause:" if out else "") + "\n".join(out)
 
 
 def write_all(report: RunReport, out_dir: Path, html: bool = False, junit: Optional[Path] = None) -> list[Path]:
