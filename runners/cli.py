@@ -91,6 +91,8 @@ def _check_request(settings: Settings, command: str, in_process: bool) -> None:
         columns = selected_columns(settings)
         manifest.load(Path(p) for p in settings.manifest)
         outdir.prepare(Path(settings.out), outdir.REPORT_FILES[command])
+        if settings.junit:
+            outdir.prepare_file(Path(settings.junit), "--junit")
         hosts = preflight(settings, columns)
     except (SpecError, EmptySelection, UnknownBackend, manifest.ManifestError, outdir.OutDirError, BackendProblem) as exc:
         raise UsageProblem(str(exc)) from None
