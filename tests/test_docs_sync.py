@@ -115,3 +115,25 @@ def test_nothing_in_the_product_cites_a_path_outside_the_repository() -> None:
     cites = [p.relative_to(ROOT).as_posix() for p in files
              if "BATCHNORM.md" in (text := p.read_text(encoding="utf-8")) or "../shared" in text]
     assert not cites, f"these cite a file outside the repository: {cites}"
+
+
+def _manifest_examples() -> list[tuple[str, int, str]]:
+    """Every YAML block of the docs that is a manifest (it has an `expected:` list)."""
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"```yaml\n(.*?)```", text, re.S):
+            if re.search(r"^expected:", match.group(1), re.M):
+                found.append((path.name, text[: match.start()].count("\n") + 1, match.group(1)))
+    return found
+
+
+def test_every_manifest_example_in_the_docs_is_a_valid_manifest(tmp_path: Path) -> None:
+    from bnconform.runners.engine.manifest import load
+
+    examples = _manifest_examples()
+    assert len(examples) >= 2  # backends.md and ci.md show one each
+    for name, line, block in examples:
+        path = tmp_path / f"{name}-{line}.yaml"
+        path.write_text(block, encoding="utf-8")
+        assert load([path]), f"{name} line {line}"
