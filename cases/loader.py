@@ -144,7 +144,7 @@ def _spec_id_at(root: Optional[Node], path: list[Union[str, int]]) -> Optional[s
     return spec_id.value if isinstance(spec_id, ScalarNode) else f"specs[{path[1]}]"
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     """The document of a spec file; any problem with the file itself becomes a SpecError."""
     try:
         data = path.read_bytes()
@@ -238,7 +238,7 @@ def expand(path: Path, family: str, spec: Spec, defaults: dict[str, Any]) -> lis
 
 def load_file(path: Path) -> list[Case]:
     """The cases of one spec file, every load-time check passed (else a SpecError)."""
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     try:
         sfile = SpecFile.model_validate(raw)
     except ValidationError as exc:

@@ -81,8 +81,9 @@ def _error_step(run: Run, step: Step, index: int, oracle_exc: Optional[OracleErr
     return None
 
 
-def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None) -> Outcome:
-    """Execute `case` on `backend`; never raises for a backend's fault."""
+def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None, given_as: Optional[str] = None) -> Outcome:
+    """Execute `case` on `backend`; never raises for a backend's fault. `given_as` is the --backend
+    value that names it (ALIAS=TARGET for an alias), for the reproduce line."""
     name = backend_name or backend.name
     reason = unavailable_reason(backend)
     if reason:
@@ -90,7 +91,7 @@ def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None) -
     missing = sorted(case.requires - backend.capabilities.provides())
     if missing:
         return Outcome("skipped", f"{name} does not declare: {', '.join(missing)}")
-    repro = f"reproduce: {reproduce_command(case, name)}"
+    repro = f"reproduce: {reproduce_command(case, given_as or name)}"
     conventions = getattr(backend, "conventions", None) or PROFILES["torch"]
     declared = conventions.deviations()
     # With a declared profile a failure here is usually explained by it: diagnose later, if at all.
@@ -110,6 +111,18 @@ def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None) -
         head = f"fails even under its declared conventions ({conventions.describe()}):\n"
         return Outcome("failed", head + attempt.message, attempt.diagnosis)
     return _run_against(case, backend, name, repro, conventions, deviations=())  # the reference failure, diagnosed
+
+
+def still_fails(case: Case, backend: Backend, name: str, deviation: str) -> Optional[str]:
+    """Run the case again with `deviation` switched on (on top of the backend's declared profile):
+    None when it then passes (the deviation explains every failure of the case), else the first
+    line of what still fails. How a manifest entry for one bug is kept from hiding a second."""
+    conventions = getattr(backend, "conventions", None) or PROFILES["torch"]
+    result = _run_against(case, backend, name, "", conventions, deviations=conventions.deviations() | {deviation},
+                          diagnose_failure=False)
+    if result.outcome == "passed":
+        return None
+    return (result.message.strip().splitlines() or [result.outcome])[0]
 
 
 def _module_config(case: Case, conventions: Conventions) -> ModuleConfig:
@@ -274,6 +287,7 @@ def exercises(case: Case, deviation: str, base: frozenset[str] = frozenset()) ->
     key = (str(case.source), case.id, deviation, frozenset(base))
     if key not in _EXERCISES:
         run = Run(case, _SwitchedOracle(case.config, key[3] | {deviation}), key[3])
+        run.messages_own = True  # the oracle's words are not torch's: only types and values tell
         try:
             init(run)
             _EXERCISES[key] = any(_run_step(run, step, position, position) for position, step in enumerate(steps_of(case)))
