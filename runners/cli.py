@@ -92,7 +92,10 @@ def _check_request(settings: Settings, command: str, in_process: bool) -> None:
         manifest.load(Path(p) for p in settings.manifest)
         outdir.prepare(Path(settings.out), outdir.REPORT_FILES[command])
         if settings.junit:
-            outdir.prepare_file(Path(settings.junit), "--junit")
+            junit = Path(settings.junit).resolve()
+            if junit.parent == Path(settings.out).resolve() and junit.name in outdir.REPORT_FILES[command]:
+                raise outdir.OutDirError(f"--junit {settings.junit}: that is the run's own {junit.name} in --out")
+            outdir.prepare_file(junit, "--junit")
         hosts = preflight(settings, columns)
     except (SpecError, EmptySelection, UnknownBackend, manifest.ManifestError, outdir.OutDirError, BackendProblem) as exc:
         raise UsageProblem(str(exc)) from None
@@ -128,6 +131,7 @@ def _engine(args: argparse.Namespace, command: str, backends: Optional[list[str]
     if backends is not None:
         settings.backend = backends
     in_process = str(args.workers) in ("0", "")
+    _interrupt_on_sigterm()
     _check_request(settings, command, in_process)
     argv = _pytest_base(CELLS_MODULE) + ["-v" if args.verbose else "-q"]
     argv += ["-rN", "--tb=no"]  # each cell's message is in the summary by cause and in the reports
@@ -136,7 +140,6 @@ def _engine(args: argparse.Namespace, command: str, backends: Optional[list[str]
     argv += options.pytest_args(args, command)
     if backends is not None:
         argv += [a for name in backends for a in ("--bnconform-backend", name)]
-    _interrupt_on_sigterm()
     code = int(pytest.main(argv))
     path = Path(settings.out) / "conformance.json"
     report = RunReport.read(path) if path.exists() else None
@@ -291,6 +294,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return COMMANDS[args.command](args)
     except UsageProblem as exc:
         print(f"bnconform: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # before any case ran (a backend slow to load, say): no verdict, no report
+        print("bnconform: interrupted before any case ran", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # `bnconform check ... | head`: the reader left; no traceback for that
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -24,8 +24,12 @@ def _one_line(proc: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("--family", "nosuch"), "bnconform: no case matches the selection (family 'nosuch')"),
-    (("--case", "nosuch/*"), "bnconform: no case matches the selection (case 'nosuch/*')"),
+    (("--family", "nosuch"), "bnconform: --family 'nosuch' matches no family (families: conditions, toggling, "),
+    (("--case", "nosuch/*"), "bnconform: --case 'nosuch/*' matches no case"),
+    (("--family", "momentum", "--family", "momentun"), "bnconform: --family 'momentun' matches no family"),
+    (("--case", "bessel/*", "--case", "besel/*"), "bnconform: --case 'besel/*' matches no case"),
+    (("--exclude", "momentum/nosuch"), "bnconform: --exclude 'momentum/nosuch' matches no case (a spec with a grid"),
+    (("--backend", "t[1]=numpy"), "bnconform: column name 't[1]': may not be empty or contain brackets or whitespace"),
     (("--family", "bessel", "--exclude", "bessel/*"), "no case matches the selection (family 'bessel'; exclude 'bessel/*')"),
 ])
 def test_a_selection_that_matches_nothing_is_exit_2_naming_the_filter(args: tuple[str, ...], message: str,
@@ -59,7 +63,7 @@ def test_allow_unavailable_runs_with_its_cells_skipped_and_says_so(tmp_path: Pat
     skipped = next(r for r in report["results"] if r["backend"] == "torch-cuda")
     assert skipped["message"] == "torch-cuda unavailable: CUDA is not available on this machine"
     assert ("warning: backend torch-cuda did not run: unavailable here (CUDA is not available on this machine); "
-            "--allow-unavailable let the run go on with its 1 cells skipped") in proc.stdout
+            "its 1 cells are skipped") in proc.stdout
 
 
 def test_a_backend_that_fails_to_import_is_unavailable(tmp_path: Path) -> None:
@@ -134,3 +138,36 @@ def test_compare_counts_cells_that_disappeared_or_stopped_running(tmp_path: Path
         allowed = _compare(base, new, "--allow-removed")
         assert allowed.returncode == 0 and "no regression" in allowed.stdout
     assert _compare(base, base).returncode == 0
+
+
+def test_not_a_backend_breaks_the_protocol_even_with_allow_unavailable(tmp_path: Path) -> None:
+    proc, _ = bnconform("--backend", "tests.broken_backends:not_a_backend", *ONE, "--allow-unavailable", out=tmp_path)
+    assert proc.returncode == 2
+    assert ("backend tests.broken_backends:not_a_backend breaks the backend protocol: tests.broken_backends:not_a_backend "
+            "is not a backend") in _one_line(proc)
+
+
+def test_a_torch_module_whose_package_is_missing_is_unavailable(tmp_path: Path) -> None:
+    proc, _ = bnconform("--backend", "torch-module:nosuchpkg.bn:factory", *ONE, out=tmp_path)
+    assert proc.returncode == 2
+    assert ("backend torch-module:nosuchpkg.bn:factory is unavailable: cannot load nosuchpkg.bn:factory: "
+            "ModuleNotFoundError: No module named 'nosuchpkg'") in _one_line(proc)
+
+
+def test_the_defaults_are_what_can_run_here_but_a_named_backend_must_run() -> None:
+    """`bnconform run` with no --backend runs the built-ins that can run here: one without its C
+    extension is skipped with the reason; named, it is refused."""
+    from bnconform.runners.backends import columns
+    from bnconform.runners.engine.cells import BackendProblem, preflight
+    from bnconform.runners.engine.options import Settings
+
+    cuda = columns(["torch-cuda"])
+    preflight(Settings(), cuda).close()
+    with pytest.raises(BackendProblem, match="backend torch-cuda is unavailable"):
+        preflight(Settings(backend=["torch-cuda"]), cuda)
+
+
+def test_a_run_in_which_every_cell_was_skipped_has_no_verdict(tmp_path: Path) -> None:
+    proc, report = bnconform("--backend", "torch-cuda", *ONE, "--allow-unavailable", out=tmp_path)
+    assert proc.returncode == 2 and report["unchecked"]
+    assert "error: every one of the 1 selected cells was skipped: the run checked nothing" in proc.stdout

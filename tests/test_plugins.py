@@ -102,6 +102,15 @@ def test_manifest_entry_must_say_what_it_expects(tmp_path: Path) -> None:
     proc, _ = bnconform("--backend", "numpy", "--manifest", str(path), out=tmp_path / "out")
     assert proc.returncode == 2 and "typo.yaml: expected.0.diagnosis" in proc.stderr
     assert "unknown diagnosis 'biased_var'" in proc.stderr
+    for name, text, says in (
+        ("any.yaml", "expected:\n  - case: x\n    reason: known\n    outcome: failed\n", "expected.0.outcome"),
+        ("empty.yaml", "expected:\n  - case: x\n    reason: known\n    message: ''\n", "expected.0.message"),
+        ("twice.yaml", "expected:\n  - case: x\n    reason: known\n    reason: other\n    outcome: error\n",
+         "duplicate key 'reason'"),
+    ):
+        path = write_spec(tmp_path, name, text)
+        proc, _ = bnconform("--backend", "numpy", "--manifest", str(path), out=tmp_path / "out")
+        assert proc.returncode == 2 and name in proc.stderr and says in proc.stderr, proc.stderr
 
 
 def test_manifest_excuses_its_declared_bug_but_not_a_second_one(tmp_path: Path) -> None:
@@ -158,3 +167,26 @@ def test_an_entry_that_excused_nothing_is_warned_about(tmp_path: Path) -> None:
     assert (f"warning: manifest {path}: entry 'bessel/*' (backend '*', expects diagnosis eps_outside_sqrt) "
             "excused none of the 16 cells it names") in proc.stdout
     assert "expects diagnosis biased_running_var" not in proc.stdout
+
+
+def test_a_manifest_for_one_bug_does_not_hide_a_second_that_shows_later_in_the_case(tmp_path: Path) -> None:
+    """The flip-ignored bug alone fails 7 toggling cells; beside the declared biased variance its
+    failures come after the first failing step, which shows only the declared bug."""
+    path = write_spec(tmp_path, "known.yaml",
+                      "expected:\n  - case: '*'\n    diagnosis: biased_running_var\n    reason: biased on purpose\n")
+    proc, report = bnconform("--backend", "b=tests.broken_backends:biased_flip_ignored", "--family", "toggling",
+                             "--manifest", str(path), out=tmp_path / "out")
+    assert proc.returncode == 1
+    failed = {r["spec"]: r["message"] for r in report["results"] if r["outcome"] == "failed"}
+    assert {s for s in failed if s.startswith("toggling/flip_")} and all(s.startswith("toggling/flip") for s in failed)
+    assert all("with biased_running_var switched on, the case still fails: " in m for m in failed.values())
+    assert "xfailed" in outcomes(report, "b").values()  # where only the declared bug shows, it is excused
+
+
+def test_a_star_entry_for_the_one_bug_a_backend_has_is_clean_under_strict(tmp_path: Path) -> None:
+    path = write_spec(tmp_path, "known.yaml",
+                      "expected:\n  - case: '*'\n    diagnosis: biased_running_var\n    reason: biased on purpose\n")
+    proc, report = bnconform("--backend", "b=mutant:biased_running_var", "--manifest", str(path), "--strict",
+                             out=tmp_path / "out")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert set(outcomes(report, "b").values()) == {"passed", "xfailed"}

@@ -71,7 +71,11 @@ class UnknownBackend(Exception):
 
 
 class BackendLoadError(Exception):
-    """A named backend could not be imported or built (its cells error with this reason)."""
+    """A named backend could not be imported or built: it is unavailable here, with this reason."""
+
+
+class NotABackend(BackendLoadError):
+    """What the name points at loads, but is no backend: a breach of the protocol, not unavailability."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,13 @@ def split_alias(name: str) -> tuple[str, str]:
     """`ALIAS=SPEC` runs SPEC under the column name ALIAS (a new build standing in for an old one)."""
     alias, sep, spec = name.partition("=")
     return (alias, spec) if sep and alias and ":" not in alias else (name, name)
+
+
+def check_column_name(name: str) -> None:
+    """A column name is part of every cell's test id, CASE[COLUMN]: no brackets, no whitespace."""
+    if not name or any(c in name for c in "[]") or any(c.isspace() for c in name):
+        raise UnknownBackend(f"column name {name!r}: may not be empty or contain brackets or whitespace "
+                             "(give another with ALIAS=...)")
 
 
 def check_name(target: str) -> None:
@@ -132,6 +143,7 @@ def columns(names: list[str]) -> list[Column]:
     owner: dict[str, str] = {}
     for value in dict.fromkeys(names):
         name, target = split_alias(value)
+        check_column_name(name)
         check_name(target)
         if name in owner:
             count = sum(1 for c in out if c.name.split("#")[0] == name) + 1
@@ -163,7 +175,7 @@ def load(target: str) -> Backend:
     except Exception as exc:
         raise BackendLoadError(f"{type(exc).__name__}: {exc}") from exc
     if not hasattr(backend, "create") or not hasattr(backend, "capabilities"):
-        raise BackendLoadError(f"{target} is not a backend (needs name, capabilities, version(), create())")
+        raise NotABackend(f"{target} is not a backend (needs name, capabilities, version(), create())")
     return backend
 
 

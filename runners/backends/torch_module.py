@@ -40,7 +40,7 @@ class TorchModuleBackend:
             import torch  # noqa: F401
         except ImportError as exc:
             return f"torch is not installed ({exc})"
-        return None
+        return f"cannot load {self.spec}: {self._error}" if self._error else None
 
     def version(self) -> str:
         import torch

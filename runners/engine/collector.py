@@ -117,8 +117,8 @@ class Collector:
         backends = [self.backends.get(name) or BackendInfo(name, "unknown (no cell of it ran)", [])
                     for name in self.columns]
         self.warnings = self._stale_entries(results, interrupted) + [
-            f"backend {b.name} did not run: unavailable here ({b.unavailable}); --allow-unavailable let the run go on "
-            f"with its {sum(r.backend == b.name for r in results)} cells skipped" for b in backends if b.unavailable]
+            f"backend {b.name} did not run: unavailable here ({b.unavailable}); its "
+            f"{sum(r.backend == b.name for r in results)} cells are skipped" for b in backends if b.unavailable]
         try:
             files = spec_files(spec_dirs(self.settings))
         except Exception:  # a spec dir that vanished must not lose the report
@@ -146,6 +146,8 @@ class Collector:
         """A backend (not allowed to be unavailable) that ran none of its selected cells: the run
         checked nothing of it and must not read as a pass."""
         out = []
+        if results and all(r.outcome == "skipped" for r in results):
+            out.append(f"every one of the {len(results)} selected cells was skipped: the run checked nothing")
         for b in backends:
             mine = [r for r in results if r.backend == b.name]
             if mine and not b.unavailable and all(r.outcome == "skipped" for r in mine):

@@ -16,7 +16,7 @@ import warnings
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
-from bnconform.runners.backends import BackendLoadError, load
+from bnconform.runners.backends import BackendLoadError, NotABackend, load
 from bnconform.runners.backends.protocol import Capabilities, Conventions
 from bnconform.runners.engine import contract
 
@@ -101,6 +101,8 @@ def _creates_a_module(backend: Any, provides: list[str]) -> tuple[Optional[str],
         module = backend.create(ModuleConfig.model_validate({"dim": dims[0], "dtype": dtype}))
     except BackendUnavailable as exc:
         return None, str(exc)
+    except ImportError as exc:  # e.g. torch-module:pkg.mod:factory whose package is not installed
+        return None, f"create() could not import what it needs: {type(exc).__name__}: {exc}"
     except Exception:
         return None, None
     if module is None:
@@ -119,8 +121,10 @@ def _loaded(target: str) -> tuple[Optional[Any], dict[str, Any]]:
     try:
         backend = load(target)
     except BackendLoadError as exc:  # a framework that fails to import cannot run here: unavailable
+        broken = isinstance(exc, NotABackend)  # ... but an object that is no backend breaks the protocol
         return None, {"version": "unknown (failed to load)", "provides": [], "conventions": None, "manifest": None,
-                      "unavailable": f"could not be loaded: {exc}", "broken": None}
+                      "unavailable": None if broken else f"could not be loaded: {exc}",
+                      "broken": str(exc) if broken else None}
     return backend, describe(backend)
 
 
@@ -147,6 +151,7 @@ def serve(conn: Connection, target: str, log_path: str) -> None:
         faulthandler.register(signal.SIGUSR1, log, all_threads=True)  # the stack of a hang, on request
     backend, info = _loaded(target)
     modules: dict[int, Any] = {}
+    held: list[tuple[str, Any, Any]] = []  # this cell's input arrays, with a copy of each as given
     handles = 0
     while True:
         try:
@@ -161,16 +166,24 @@ def serve(conn: Connection, target: str, log_path: str) -> None:
             elif op == "create":
                 if message[2]:
                     modules.clear()  # a new cell: the previous cell's modules are done
+                    held.clear()
                 handles += 1
                 modules[handles] = backend.create(message[1])  # type: ignore[union-attr]
                 value = handles
             elif op == "call":
                 _, handle, method, args, kwargs = message
-                given = _arrays(args)
-                before = [a.copy() for _, a in given]
+                given = [(f"{method}(){where}", a, a.copy()) for where, a in _arrays(args)]
+                keys = [(arg, list(arg)) for arg in args if isinstance(arg, dict)]
                 value = getattr(modules[handle], method)(*args, **kwargs)
-                for (where, after), snapshot in zip(given, before):
-                    contract.unchanged(f"{method}(){where}", snapshot, after)
+                # The caller's arrays stay unchanged, during this call and later ones (a backend
+                # that keeps forward's input and writes into it in backward).
+                held.extend(given)
+                for where, after, snapshot in held:
+                    contract.unchanged(where, snapshot, after, during=method)
+                for arg, before in keys:
+                    if list(arg) != before:
+                        raise contract.ContractViolation(f"{method}() changed the keys of the caller's dict "
+                                                         f"(before {before}, after {list(arg)})")
             reply: tuple[str, Any] = ("ok", value)
         except contract.ContractViolation as exc:
             reply = ("contract", str(exc))
