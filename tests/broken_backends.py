@@ -230,3 +230,66 @@ class _TwoBugs(mutants._BiasedRunningVar, mutants._EpsOutsideSqrt):
 
 
 two_bugs = NumpyBackend(_TwoBugs(threads=1), name="two-bugs")
+# Bessel's correction forgotten, and track_running_stats assigned after construction ignored: where
+# both show, the first failing step shows only the first bug.
+biased_flip_ignored = mutants._backend("biased-flip-ignored", kernel=mutants._BiasedRunningVar(threads=1),
+                                       module=mutants._FlipIgnored)
+
+
+class WritesIntoHeldInput(_Returns):
+    """Keeps forward's input and normalises it in place later, in backward."""
+
+    def create(self, config: ModuleConfig) -> KernelModule:
+        module = super().create(config)
+        forward, backward = module.forward, module.backward
+        held: list[np.ndarray] = []
+
+        def keep(x: np.ndarray) -> np.ndarray:
+            held.append(x)
+            return forward(x)
+
+        def spoil(dy: np.ndarray) -> dict:
+            grads = backward(dy)
+            held[-1][...] = 0
+            return grads
+
+        module.forward, module.backward = keep, spoil  # type: ignore[method-assign]
+        return module
+
+
+class ReturnsMasked(_Returns):
+    def output(self, out: np.ndarray, x: np.ndarray) -> object:
+        return np.ma.masked_array(out)
+
+
+class StateInFloat64(NumpyBackend):
+    def create(self, config: ModuleConfig) -> KernelModule:
+        module = super().create(config)
+        state_dict = module.state_dict
+        module.state_dict = lambda: {k: (v.astype(np.float64) if v.dtype.kind == "f" else v)  # type: ignore[method-assign]
+                                     for k, v in state_dict().items()}
+        return module
+
+
+class PopsStateKeys(NumpyBackend):
+    def create(self, config: ModuleConfig) -> KernelModule:
+        module = super().create(config)
+        load = module.load_state_dict
+
+        def consume(state: dict, strict: bool = True) -> None:
+            state.pop("num_batches_tracked", None)
+            load(dict(state), strict=False)
+
+        module.load_state_dict = consume  # type: ignore[method-assign]
+        return module
+
+
+class NotABackendAtAll:
+    name = "not-a-backend"
+
+
+writes_into_held_input = WritesIntoHeldInput()
+returns_masked = ReturnsMasked()
+state_in_float64 = StateInFloat64()
+pops_state_keys = PopsStateKeys()
+not_a_backend = NotABackendAtAll()

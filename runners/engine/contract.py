@@ -27,7 +27,7 @@ def array(what: str, value: Any, dtype: np.dtype, shape: Optional[tuple[int, ...
         if allow_none:
             return
         raise ContractViolation(f"{what} is None; expected a numpy.ndarray of {dtype}")
-    if not isinstance(value, np.ndarray):
+    if type(value) is not np.ndarray:  # a list, a tensor, a masked array: not what torch's caller gets
         raise ContractViolation(f"{what} is a {_kind(value)}; expected a numpy.ndarray of {dtype}")
     if value.dtype != dtype:
         raise ContractViolation(f"{what} has dtype {value.dtype}; expected {dtype}, as torch gives for {dtype} data")
@@ -43,6 +43,20 @@ def counter(what: str, value: Any) -> None:
         raise ContractViolation(f"{what} is a {_kind(value)} ({value!r:.60}); expected an int")
 
 
+def state(what: str, value: Any, dtype: np.dtype, channels: int) -> None:
+    """state_dict(): parameters and buffers as (C,) arrays of the case dtype, the counter an integer."""
+    if not isinstance(value, dict):
+        raise ContractViolation(f"{what} returned a {_kind(value)}; expected a dict of arrays")
+    for key, item in value.items():
+        if key == "num_batches_tracked":
+            if not (isinstance(item, (numbers.Integral, np.integer)) and not isinstance(item, bool)) and not (
+                    isinstance(item, np.ndarray) and item.dtype.kind in "iu" and item.ndim == 0):
+                raise ContractViolation(f"{what}['num_batches_tracked'] is {_kind(item)} {item!r:.60}; "
+                                        "expected an int64 0-d array")
+        else:
+            array(f"{what}['{key}']", item, dtype, (channels,))
+
+
 def grads(what: str, value: Any, dtype: np.dtype, input_shape: tuple[int, ...], channels: int) -> None:
     """backward() returns {input, weight, bias}: arrays of the input's dtype, or None."""
     if not isinstance(value, dict):
@@ -54,11 +68,12 @@ def grads(what: str, value: Any, dtype: np.dtype, input_shape: tuple[int, ...], 
         array(f"{what}['{key}']", grad, dtype, input_shape if key == "input" else (channels,), allow_none=True)
 
 
-def unchanged(what: str, before: np.ndarray, after: np.ndarray) -> None:
+def unchanged(what: str, before: np.ndarray, after: np.ndarray, during: str = "") -> None:
     """The caller's input is read, never written: compares the bytes, so NaN and -0.0 count."""
     if before.tobytes() == after.tobytes():
         return
     a, b = before.reshape(-1), after.reshape(-1)
     same = (a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f" else a == b
-    raise ContractViolation(f"{what} modified its input ({int((~same).sum())} of {a.size} elements changed); "
+    when = f" (written during {during}())" if during and not what.startswith(f"{during}()") else ""
+    raise ContractViolation(f"{what} modified its input{when} ({int((~same).sum())} of {a.size} elements changed); "
                             "a BatchNorm must not write to the caller's array")

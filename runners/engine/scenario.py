@@ -96,9 +96,13 @@ class Run:
             grads = target.backward(g)
             if side == "module":
                 contract.grads("backward()", grads, g.dtype, g.shape, self.cfg.num_features)
-            observed.update({f"grad_{k}": v for k, v in grads.items()})
+            # a key left out means None ("absent"), on both sides
+            observed.update({f"grad_{k}": grads.get(k) for k in ("input", "weight", "bias")})
         elif act == "state_dict":
             self.saved[side][args.save_as] = target.state_dict()
+            if side == "module":
+                contract.state("state_dict()", self.saved[side][args.save_as], np.dtype(self.cfg.dtype),
+                               self.cfg.num_features)
         elif act == "load_state_dict":
             target.load_state_dict(self._load_values(args, self.saved[side]), strict=args.strict)
         elif act == "requires_grad":
