@@ -106,7 +106,7 @@ def test_the_same_refusal_in_a_users_own_pytest_session(tmp_path: Path) -> None:
 def test_a_backend_that_ran_none_of_its_cells_has_no_verdict(tmp_path: Path) -> None:
     proc, report = bnconform("--backend", "torch-module:torch.nn:BatchNorm1d", "--case", "bessel/nchw_golden", out=tmp_path)
     assert proc.returncode == 2, proc.stdout[-2000:]
-    assert report["unchecked"] and "-> FAILED" in proc.stdout
+    assert report["unchecked"] and "-> NO VERDICT (nothing checked)" in proc.stdout
     assert ("error: backend torch-module:torch.nn:BatchNorm1d ran none of its 1 selected cells "
             "(e.g. torch-module:torch.nn:BatchNorm1d does not declare: dim=2); nothing of it was checked") in proc.stdout
 

@@ -193,10 +193,12 @@ def terminal_summary(report: RunReport) -> str:
     for b in report.backend_names():
         c = report.counts(b)
         rows.append([b] + [c[o] for o in OUTCOMES])
-    verdict = "INTERRUPTED" if report.interrupted else "FAILED" if report.failed() else "OK"
+    verdict = ("INTERRUPTED" if report.interrupted else "NO VERDICT (nothing checked)" if report.unchecked
+               else "FAILED" if report.failed() else "OK")
     cases = len({r.spec for r in report.results})
     return (
-        f"bnconform: {cases} cases x {len(report.backend_names())} backends, {report.wall_time_s:.1f} s -> {verdict}\n"
+        f"bnconform: {_plural(cases, 'case')} x {_plural(len(report.backend_names()), 'backend')}, "
+        f"{report.wall_time_s:.1f} s -> {verdict}\n"
         + tabulate(rows, headers=["backend"] + list(OUTCOMES), tablefmt="simple")
         + _terminal_causes(report)
     )
