@@ -90,14 +90,18 @@ def _check_request(settings: Settings, command: str, in_process: bool) -> None:
         selected_cases(settings)
         columns = selected_columns(settings)
         manifest.load(Path(p) for p in settings.manifest)
+        hosts = preflight(settings, columns)
+    except (SpecError, EmptySelection, UnknownBackend, manifest.ManifestError, BackendProblem) as exc:
+        raise UsageProblem(str(exc)) from None
+    try:  # only a run that can go ahead clears the older reports (a refused one leaves them be)
         outdir.prepare(Path(settings.out), outdir.REPORT_FILES[command])
         if settings.junit:
             junit = Path(settings.junit).resolve()
             if junit.parent == Path(settings.out).resolve() and junit.name in outdir.REPORT_FILES[command]:
                 raise outdir.OutDirError(f"--junit {settings.junit}: that is the run's own {junit.name} in --out")
             outdir.prepare_file(junit, "--junit")
-        hosts = preflight(settings, columns)
-    except (SpecError, EmptySelection, UnknownBackend, manifest.ManifestError, outdir.OutDirError, BackendProblem) as exc:
+    except outdir.OutDirError as exc:
+        hosts.close()
         raise UsageProblem(str(exc)) from None
     if in_process:
         keep_for_this_process(settings, hosts)

@@ -90,4 +90,4 @@ def test_a_selection_that_matches_nothing_is_an_error_naming_the_filter(tmp_path
     project = _project(tmp_path / "proj")
     proc = _pytest(project, "tests/test_batchnorm.py", "--bnconform-family", "nosuch")
     assert proc.returncode != 0
-    assert "bnconform: no case matches the selection (family 'nosuch')" in proc.stdout
+    assert "bnconform: --family 'nosuch' matches no family" in proc.stdout
