@@ -6,8 +6,9 @@ oracle alone and lists every literal expectation the oracle contradicts: a golde
 outside the case's tolerance, a golden None where the oracle has a value (or the reverse),
 state_dict keys, and an expected error the oracle does not raise (or raises as another
 type), or an error the oracle raises where the spec expects none. The suite's own tests
-run it over every built-in case (tests/test_goldens.py); the engine can run it on a failed
-cell to tell a wrong golden from a wrong backend.
+run it over every built-in case (tests/test_goldens.py). At run time the engine does not
+replay: when a cell fails a golden, Run.check compares that golden with the oracle value the
+same run already computed (scenario.py, `spec_suspect`).
 
 Cheap: a case without literal expectations is not replayed, and a replay stops after the
 last step that has one.
