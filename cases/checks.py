@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .layouts import RANK_OF
 from .model import Case
 from .oracle import RANKS
 from .schema import Generated, Limits, Step
@@ -69,10 +70,14 @@ def _per_channel(shape: Shape, c: int, key: str, what: str) -> None:
 
 def _check_init(case: Case, limits: Limits) -> None:
     cfg = case.config
+    if cfg.lazy and case.init:
+        raise CaseProblem("init", "a lazy module has no parameters or buffers to set before its first forward")
     for name, source in case.init.items():
         key = f"init.{name}"
         if name in AFFINE and not cfg.affine:
             raise CaseProblem(key, f"sets {name}, which a module with affine=False does not have")
+        if name == "bias" and not cfg.bias:
+            raise CaseProblem(key, "sets bias, which a module built with bias=False does not have")
         if name in BUFFERS and not cfg.track_running_stats:
             raise CaseProblem(key, f"sets {name}, which a module with track_running_stats=False does not have")
         if name == "num_batches_tracked":
@@ -105,9 +110,16 @@ class _Walk:
             if "track_running_stats" in args.values:
                 self.tracking = bool(args.values["track_running_stats"])
         elif act == "forward":
-            self._forward(index, args.input, f"{key}.input", expects_error)
+            if args.shards is not None:
+                self._shards(index, args, key, expects_error)
+            else:
+                self._forward(index, args.input, f"{key}.input", expects_error, args.layout, args.grad_mode)
         elif act == "backward":
             self._backward(args.grad, f"{key}.grad", expects_error)
+        elif act == "double_backward":
+            self._double_backward(args, key, expects_error)
+        elif act == "fold":
+            self._fold(args, key, expects_error)
         elif act == "state_dict":
             self.saved_names.add(args.save_as)
         elif act == "load_state_dict":
@@ -115,9 +127,17 @@ class _Walk:
         if step.expect is not None and not expects_error:
             self._expect(index, step)
 
-    def _forward(self, index: int, source: Any, key: str, expects_error: bool) -> None:
+    def _forward(self, index: int, source: Any, key: str, expects_error: bool, layout: str = "contiguous",
+                 grad_mode: str = "enabled") -> None:
         shape = source_shape(source, self.dim, key, self.limits)
         self.observable = {}  # a forward clears what the last one showed, even when it raises
+        self.saved = None
+        wanted_rank = RANK_OF.get(layout)
+        if wanted_rank is not None and len(shape) != wanted_rank:
+            raise CaseProblem(key.rsplit(".", 1)[0] + ".layout",
+                              f"layout {layout} is for {wanted_rank}-D input; this input is {len(shape)}-D")
+        if layout == "strided" and not shape:
+            raise CaseProblem(key.rsplit(".", 1)[0] + ".layout", "a 0-D input has no strided layout")
         if expects_error:  # error specs feed wrong shapes on purpose
             return
         if len(shape) not in RANKS[self.dim]:
@@ -125,11 +145,53 @@ class _Walk:
                                    f"{RANK_NAMES[self.dim]} (or say the step expects an error)")
         # The channel count is checked against the weight, or the buffers when they are used.
         checked = self.case.config.affine or (self.has_buffers and (not self.training or self.tracking))
-        if checked and shape[1] != self.c:
+        if checked and shape[1] != self.c and math.prod(shape) > 0:  # an empty input is not checked (semantics.md)
             raise CaseProblem(key, f"shape {_fmt(shape)} has C={shape[1]}, not num_features={self.c} "
                                    "(or say the step expects an error)")
-        self.saved = (shape, index)
+        self.saved = (shape, index) if grad_mode == "enabled" else None  # no graph under no_grad
         self.observable = {"output": shape}
+
+    def _shards(self, index: int, args: Any, key: str, expects_error: bool) -> None:
+        shapes = [source_shape(s, self.dim, f"{key}.shards[{i}]", self.limits) for i, s in enumerate(args.shards)]
+        for i, shape in enumerate(shapes):
+            self._forward(index, args.shards[i], f"{key}.shards[{i}]", expects_error, args.layout)
+            if not expects_error and shape[1:] != shapes[0][1:]:
+                raise CaseProblem(f"{key}.shards[{i}]", f"shape {_fmt(shape)} differs from shards[0]'s "
+                                                        f"{_fmt(shapes[0])} beyond the batch axis")
+        self.saved = None  # a backward through shards is not part of the language
+        self.observable = {} if expects_error else {"output": (sum(s[0] for s in shapes),) + shapes[0][1:]}
+
+    def _double_backward(self, args: Any, key: str, expects_error: bool) -> None:
+        shapes = [source_shape(getattr(args, k), self.dim, f"{key}.{k}", self.limits) for k in ("grad", "probe")]
+        if expects_error:
+            return
+        if self.saved is None:
+            raise CaseProblem(f"{key}.grad", "no forward (with a graph) before this double_backward")
+        for k, shape in zip(("grad", "probe"), shapes):
+            if shape != self.saved[0]:
+                raise CaseProblem(f"{key}.{k}", f"shape {_fmt(shape)} is not the input's shape {_fmt(self.saved[0])}")
+        self.observable.update({"gradgrad_input": self.saved[0], "gradgrad_weight": (self.c,),
+                                "gradgrad_output": self.saved[0]})
+        self.saved = None
+
+    def _fold(self, args: Any, key: str, expects_error: bool) -> None:
+        w = source_shape(args.weight, self.dim, f"{key}.weight", self.limits)
+        if expects_error:
+            return
+        want_rank = 2 if args.layer == "linear" else self.dim + 2
+        if len(w) != want_rank or w[0] != self.c:
+            raise CaseProblem(f"{key}.weight", f"shape {_fmt(w)}: a {args.layer} weight before BatchNorm{self.dim}d is "
+                                               f"{want_rank}-D with num_features={self.c} output channels first")
+        if args.bias is not None:
+            _per_channel(source_shape(args.bias, self.dim, f"{key}.bias", self.limits), self.c, f"{key}.bias", "bias")
+        self.observable.update({"fused_weight": w, "fused_bias": (self.c,)})
+        if args.input is not None:
+            x = source_shape(args.input, self.dim, f"{key}.input", self.limits)
+            if len(x) != want_rank or x[1] != w[1] or (args.layer == "conv" and any(
+                    a < k for a, k in zip(x[2:], w[2:]))):
+                raise CaseProblem(f"{key}.input", f"shape {_fmt(x)} does not fit the {args.layer} weight {_fmt(w)}")
+            out = (x[0], self.c) + tuple(a - k + 1 for a, k in zip(x[2:], w[2:]))
+            self.observable["fused_output"] = out
 
     def _backward(self, source: Any, key: str, expects_error: bool) -> None:
         shape = source_shape(source, self.dim, key, self.limits)
@@ -162,15 +224,17 @@ class _Walk:
         assert step.expect is not None
         for quantity, value in step.expect.values.items():
             key = f"steps[{index}].expect.{quantity}"
-            if quantity == "output" or quantity.startswith("grad_"):
+            if quantity == "output" or quantity.startswith(("grad_", "gradgrad_", "fused_")):
                 if quantity not in self.observable:
-                    made_by = "a forward" if quantity == "output" else "a backward after the last forward"
+                    made_by = {"o": "a forward", "g": "a backward after the last forward", "f": "a fold"}[quantity[0]]
+                    if quantity.startswith("gradgrad_"):
+                        made_by = "a double_backward after the last forward"
                     raise CaseProblem(key, f"expects {quantity}, but no step before it makes it observable ({made_by})")
             if value is None or isinstance(value, str) or quantity == "num_batches_tracked":
                 continue  # oracle, None, or an integer (schema.py)
             shape = tuple(np.shape(value))
-            if quantity in ("output", "grad_input"):
-                want, what = self.observable[quantity], "the input's shape at this step"
+            if quantity in self.observable and quantity not in ("grad_weight", "grad_bias", "gradgrad_weight"):
+                want, what = self.observable[quantity], "its shape at this step"
             else:
                 want, what = (self.c,), f"one value per channel, num_features={self.c}"
             if shape != want:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .dtypes import numpy_dtype
+from .layouts import arrange
 from .schema import Generated, RandomArray
 
 _TWO_POW_53 = float(2**53)
@@ -50,8 +52,7 @@ def generate(spec: RandomArray, dim: int) -> np.ndarray:
     return (base * spec.scale + spec.offset).reshape(shape)
 
 
-def materialize(source: Any, dim: int, dtype: str) -> np.ndarray:
-    """A literal or generated source as an array of the case dtype."""
-    if isinstance(source, Generated):
-        return generate(source.random, dim).astype(dtype)
-    return np.asarray(source, dtype=np.float64).astype(dtype)
+def materialize(source: Any, dim: int, dtype: str, layout: str = "contiguous") -> np.ndarray:
+    """A literal or generated source as an array of `dtype` (rounded to nearest even) in `layout`."""
+    values = generate(source.random, dim) if isinstance(source, Generated) else np.asarray(source, dtype=np.float64)
+    return arrange(values.astype(numpy_dtype(dtype)), layout)

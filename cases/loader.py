@@ -225,7 +225,7 @@ def expand(path: Path, family: str, spec: Spec, defaults: dict[str, Any]) -> lis
             config=config,
             init=dict(spec.init),
             steps=tuple(spec.steps),
-            tolerances=dict(spec.tolerance),
+            tolerances={str(k): v for k, v in spec.tolerance.items()},
         )
         try:
             check_declared(set(spec.requires))

@@ -4,13 +4,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from .schema import ModuleConfig, Step, Tolerance
 
-# Defaults: float32 results from a float32 kernel against the float64 oracle differ by a few
-# ulp of the largest intermediate; float64 ones by rounding of sums.
+# Defaults, per dtype of the quantity compared (cases/dtypes.py has the unit roundoff u):
+# - float32: a float32 kernel against the float64 oracle differs by a few ulp of the largest
+#   intermediate; 1e-4 relative leaves room for data a few thousand ulp ill-conditioned.
+# - float64: rounding of sums, n*u ~ 1e-13 for the sizes specs use; 1e-9 is generous.
+# - float16 / bfloat16: torch computes in float32 (error ~1e-6 relative to the operands) and
+#   rounds the result once to the 16-bit type (error <= u*|y|). Twice u covers both:
+#   float16 u = 2**-11, so rtol = atol = 2**-10 ~ 9.8e-4; bfloat16 u = 2**-8, so 2**-7 ~ 7.8e-3.
+#   atol = rtol covers values near zero, whose float32 error is relative to operands of order 1
+#   (normalised data); a case with larger operands states its own tolerance.
 DEFAULT_TOLERANCE = {
+    "float16": Tolerance(rtol=2.0**-10, atol=2.0**-10),
+    "bfloat16": Tolerance(rtol=2.0**-7, atol=2.0**-7),
     "float32": Tolerance(rtol=1e-4, atol=1e-5),
     "float64": Tolerance(rtol=1e-9, atol=1e-10),
 }
@@ -26,12 +35,17 @@ class Case:
     config: ModuleConfig
     init: dict[str, Any]
     steps: tuple[Step, ...]
-    tolerances: dict[Literal["float32", "float64"], Tolerance] = field(default_factory=dict)
+    tolerances: dict[str, Tolerance] = field(default_factory=dict)
     requires: frozenset[str] = frozenset()
 
     @property
     def tolerance(self) -> Tolerance:
-        return self.tolerances.get(self.config.dtype, DEFAULT_TOLERANCE[self.config.dtype])
+        """The tolerance of the module's dtype (buffers, parameters)."""
+        return self.tolerance_for(self.config.dtype)
+
+    def tolerance_for(self, dtype: str) -> Tolerance:
+        """The tolerance for a quantity of `dtype` (the output and input grads have the input's)."""
+        return self.tolerances.get(dtype, DEFAULT_TOLERANCE.get(dtype, DEFAULT_TOLERANCE["float64"]))
 
 
 def id_matches(case_id: str, pattern: str) -> bool:

@@ -23,12 +23,28 @@ FEATURES = {
     "init": "setting parameter and buffer values before the first step",
     "errors": "raising torch's exception types for invalid input",
     "untracked": "track_running_stats=False at construction (no running buffers)",
+    "mixed_precision": "input of another dtype than the module's (float16/bfloat16 into float32, and the errors of the rest)",
+    "channels_last": "channels_last / channels_last_3d input, output in the same layout",
+    "strided": "non-contiguous (sliced) input",
+    "double_backward": "gradients of a function of the input gradient (second order)",
+    "grad_modes": "forward_with_grad_mode(): a forward under torch.no_grad() or torch.inference_mode()",
+    "shards": "forward_shards(): one batch split into shards, SyncBatchNorm statistics",
+    "fold": "fold(): folding the eval-mode module into the preceding linear or conv layer",
+    "lazy": "LazyBatchNorm: num_features from the first input",
+    "no_bias": "bias=False at construction (weight only)",
+    "state_dict_version": "load_state_dict(..., version=): checkpoints of an older version or without metadata",
 }
 
 
 def required_capabilities(case: "Case") -> set[str]:
     cfg = case.config
-    needs = {f"dim={cfg.dim}", f"dtype={cfg.dtype}"}
+    needs = {f"dim={cfg.dim}", f"dtype={cfg.dtype}", f"dtype={cfg.data_dtype}"}
+    if cfg.data_dtype != cfg.dtype:
+        needs.add("mixed_precision")
+    if cfg.lazy:
+        needs.add("lazy")
+    if cfg.affine and not cfg.bias:
+        needs.add("no_bias")
     if cfg.momentum is None:
         needs.add("momentum_none")
     if not cfg.track_running_stats:
@@ -38,8 +54,19 @@ def required_capabilities(case: "Case") -> set[str]:
     if case.init:
         needs.add("init")
     for step in case.steps:
-        if step.action == "backward":
-            needs.add("backward")
+        if step.action == "forward":
+            if step.args.layout.startswith("channels_last"):
+                needs.add("channels_last")
+            elif step.args.layout == "strided":
+                needs.add("strided")
+            if step.args.grad_mode != "enabled":
+                needs.add("grad_modes")
+            if step.args.shards is not None:
+                needs.add("shards")
+        elif step.action in ("backward", "double_backward", "fold"):
+            needs.add(step.action)
+        elif step.action == "load_state_dict" and step.args.version != "current":
+            needs.update({"state_dict", "state_dict_version"})
         elif step.action == "set":
             if "track_running_stats" in step.args.values:
                 needs.add("toggle_track_running_stats")

@@ -23,7 +23,14 @@ QUANTITIES = (
     "grad_input",
     "grad_weight",
     "grad_bias",
+    "gradgrad_input",
+    "gradgrad_weight",
+    "gradgrad_output",
+    "fused_weight",
+    "fused_bias",
+    "fused_output",
 )
+DTYPE_NAMES = Literal["float16", "bfloat16", "float32", "float64"]
 
 
 class Strict(BaseModel):
@@ -62,7 +69,20 @@ class ModuleConfig(Strict):
     affine: bool = True
     track_running_stats: bool = True
     training: bool = True
-    dtype: Literal["float32", "float64"] = "float32"
+    # The module's dtype (parameters and buffers) and the input's; input_dtype null means the
+    # module's. torch takes float16/bfloat16 input into a float32 module (cases/dtypes.py).
+    dtype: DTYPE_NAMES = "float32"
+    input_dtype: Optional[DTYPE_NAMES] = None
+    # torch 2.13's keyword-only `bias`: False keeps the weight and drops the bias.
+    bias: bool = True
+    # LazyBatchNorm{dim}d: num_features is taken from the first input (num_features here says
+    # what that input will have, for the load-time checks).
+    lazy: bool = False
+
+    @property
+    def data_dtype(self) -> str:
+        """The dtype of the input arrays (and of the output and input gradient)."""
+        return self.input_dtype or self.dtype
 
 
 class RandomArray(Strict):
@@ -129,7 +149,7 @@ def _validate_source(v: Any) -> Any:
 
 
 class ErrorExpectation(Strict):
-    type: Literal["ValueError", "RuntimeError", "TypeError", "AttributeError"]
+    type: Literal["ValueError", "RuntimeError", "TypeError", "AttributeError", "AssertionError", "IndexError"]
     match: str = ""
 
     @field_validator("match")
@@ -180,12 +200,36 @@ class Expect(Strict):
 
 
 class ForwardStep(Strict):
-    input: Any
+    """One forward call: `input`, or `shards` (a batch split across devices, SyncBatchNorm
+    semantics: statistics over their concatenation). `layout` is the memory the backend
+    receives (cases/layouts.py); `grad_mode` the autograd mode the call runs under."""
+
+    input: Any = None
+    shards: Optional[list[Any]] = None
+    layout: Literal["contiguous", "channels_last", "channels_last_3d", "strided"] = "contiguous"
+    grad_mode: Literal["enabled", "no_grad", "inference_mode"] = "enabled"
 
     @field_validator("input")
     @classmethod
     def _source(cls, v: Any) -> Any:
-        return _validate_source(v)
+        return None if v is None else _validate_source(v)
+
+    @field_validator("shards")
+    @classmethod
+    def _shard_sources(cls, v: Optional[list[Any]]) -> Optional[list[Any]]:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("shards needs at least one array")
+        return [_validate_source(s) for s in v]
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ForwardStep":
+        if (self.input is None) == (self.shards is None):
+            raise ValueError("forward takes exactly one of `input` and `shards`")
+        if self.shards is not None and self.grad_mode != "enabled":
+            raise ValueError("a sharded forward runs with grad_mode enabled (the language has no sharded no_grad)")
+        return self
 
 
 class BackwardStep(Strict):
@@ -195,6 +239,40 @@ class BackwardStep(Strict):
     @classmethod
     def _source(cls, v: Any) -> Any:
         return _validate_source(v)
+
+
+class DoubleBackwardStep(Strict):
+    """Second order: with g = the input gradient for upstream gradient `grad`, the gradients of
+    L = sum(g * probe) w.r.t. the input, the weight and `grad` (gradgrad_input, _weight, _output)."""
+
+    grad: Any
+    probe: Any
+
+    @field_validator("grad", "probe")
+    @classmethod
+    def _source(cls, v: Any) -> Any:
+        return _validate_source(v)
+
+
+class FoldStep(Strict):
+    """Fold the (eval-mode) module into the layer before it: a `linear` (weight (C, in)) or a
+    stride-1 `conv` of the module's dim (weight (C, in, *k)), with `bias` or none. Observable:
+    fused_weight, fused_bias, and with `input`, fused_output (the folded layer applied to it)."""
+
+    layer: Literal["linear", "conv"]
+    weight: Any
+    bias: Any = None
+    input: Any = None
+
+    @field_validator("weight")
+    @classmethod
+    def _source(cls, v: Any) -> Any:
+        return _validate_source(v)
+
+    @field_validator("bias", "input")
+    @classmethod
+    def _optional(cls, v: Any) -> Any:
+        return None if v is None else _validate_source(v)
 
 
 class SetStep(Strict):
@@ -224,6 +302,16 @@ class LoadStateDictStep(Strict):
     drop: list[str] = []
     values: dict[str, Any] = {}
     strict: bool = True
+    # The dict's version metadata (nn.BatchNorm's _version is 2): "current" as state_dict()
+    # writes it, an older number, or "none" (a dict without metadata).
+    version: Union[Literal["current", "none"], int] = "current"
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not (v in ("current", "none") or (isinstance(v, int) and v >= 0)):
+            raise ValueError(f"version is current, none or a non-negative integer, not {v!r}")
+        return v
 
     @field_validator("values")
     @classmethod
@@ -252,6 +340,8 @@ ACTIONS: dict[str, type[Strict]] = {
     "set": SetStep,
     "forward": ForwardStep,
     "backward": BackwardStep,
+    "double_backward": DoubleBackwardStep,
+    "fold": FoldStep,
     "state_dict": StateDictStep,
     "load_state_dict": LoadStateDictStep,
     "reset_running_stats": Empty,
@@ -309,7 +399,7 @@ class Spec(Strict):
     grid: dict[str, list[Any]] = {}
     init: dict[str, Any] = {}
     steps: list[Step] = Field(min_length=1)
-    tolerance: dict[Literal["float32", "float64"], Tolerance] = {}
+    tolerance: dict[DTYPE_NAMES, Tolerance] = {}
     requires: list[str] = []
 
     @field_validator("grid")

@@ -11,6 +11,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from bnconform.cases import layouts
+from bnconform.cases.dtypes import DTYPES, numpy_dtype
+
 
 class ContractViolation(Exception):
     """A backend returned something of the wrong kind, or wrote to its input: the cell fails."""
@@ -21,16 +24,23 @@ def _kind(value: Any) -> str:
     return f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ not in ("builtins", "numpy") else kind.__name__
 
 
-def array(what: str, value: Any, dtype: np.dtype, shape: Optional[tuple[int, ...]], allow_none: bool = False) -> None:
-    """`value` is a NumPy array of `dtype` and `shape` (or None, where that is allowed)."""
+FLOATS = tuple(numpy_dtype(name) for name in DTYPES)
+
+
+def array(what: str, value: Any, dtype: Optional[np.dtype], shape: Optional[tuple[int, ...]], allow_none: bool = False) -> None:
+    """`value` is a NumPy array of `dtype` (None: of one of the four float dtypes; which one is a
+    checked quantity, compared with the dtype torch gives) and `shape` (or None, where allowed)."""
+    kind = str(dtype) if dtype is not None else "a float dtype"
     if value is None:
         if allow_none:
             return
-        raise ContractViolation(f"{what} is None; expected a numpy.ndarray of {dtype}")
+        raise ContractViolation(f"{what} is None; expected a numpy.ndarray of {kind}")
     if type(value) is not np.ndarray:  # a list, a tensor, a masked array: not what torch's caller gets
-        raise ContractViolation(f"{what} is a {_kind(value)}; expected a numpy.ndarray of {dtype}")
-    if value.dtype != dtype:
+        raise ContractViolation(f"{what} is a {_kind(value)}; expected a numpy.ndarray of {kind}")
+    if dtype is not None and value.dtype != dtype:
         raise ContractViolation(f"{what} has dtype {value.dtype}; expected {dtype}, as torch gives for {dtype} data")
+    if dtype is None and value.dtype not in FLOATS:
+        raise ContractViolation(f"{what} has dtype {value.dtype}; expected one of {', '.join(DTYPES)}")
     if shape is not None and value.shape != shape:
         raise ContractViolation(f"{what} has shape {value.shape}; expected {shape}")
 
@@ -44,7 +54,7 @@ def counter(what: str, value: Any) -> None:
 
 
 def state(what: str, value: Any, dtype: np.dtype, channels: int) -> None:
-    """state_dict(): parameters and buffers as (C,) arrays of the case dtype, the counter an integer."""
+    """state_dict(): parameters and buffers as (C,) arrays of the module's dtype, the counter an integer."""
     if not isinstance(value, dict):
         raise ContractViolation(f"{what} returned a {_kind(value)}; expected a dict of arrays")
     for key, item in value.items():
@@ -57,15 +67,29 @@ def state(what: str, value: Any, dtype: np.dtype, channels: int) -> None:
             array(f"{what}['{key}']", item, dtype, (channels,))
 
 
-def grads(what: str, value: Any, dtype: np.dtype, input_shape: tuple[int, ...], channels: int) -> None:
-    """backward() returns {input, weight, bias}: arrays of the input's dtype, or None."""
+def grads(what: str, value: Any, input_shape: tuple[int, ...], channels: int,
+          keys: tuple[str, ...] = ("input", "weight", "bias")) -> None:
+    """backward() returns {input, weight, bias} (double_backward() {input, weight, output}):
+    float arrays (the input-side ones of the input's shape, the others one per channel), or None."""
     if not isinstance(value, dict):
-        raise ContractViolation(f"{what} returned a {_kind(value)}; expected a dict with keys input, weight, bias")
-    unknown = sorted(set(value) - {"input", "weight", "bias"})
+        raise ContractViolation(f"{what} returned a {_kind(value)}; expected a dict with keys {', '.join(keys)}")
+    unknown = sorted(set(value) - set(keys))
     if unknown:
-        raise ContractViolation(f"{what} returned unknown keys {unknown}; expected input, weight, bias")
+        raise ContractViolation(f"{what} returned unknown keys {unknown}; expected {', '.join(keys)}")
     for key, grad in value.items():
-        array(f"{what}['{key}']", grad, dtype, input_shape if key == "input" else (channels,), allow_none=True)
+        array(f"{what}['{key}']", grad, None, input_shape if key in ("input", "output") else (channels,), allow_none=True)
+
+
+def shard_outputs(outputs: Any, shards: list[np.ndarray], layout: str) -> None:
+    """forward_shards() returns one output per shard, each of its shard's shape, in `layout` (the
+    outputs are compared concatenated, which would hide each one's own layout)."""
+    if not isinstance(outputs, (list, tuple)) or len(outputs) != len(shards):
+        raise ContractViolation(f"forward_shards() returned {_kind(outputs)}; expected a list of {len(shards)} arrays")
+    for i, (y, x) in enumerate(zip(outputs, shards)):
+        array(f"forward_shards() output {i}", y, None, x.shape)
+        if y.ndim > 1 and not layouts.matches(y, layout):
+            raise ContractViolation(f"forward_shards() output {i} is {layouts.describe(y)}; expected {layout}, "
+                                    "as torch gives")
 
 
 def unchanged(what: str, before: np.ndarray, after: np.ndarray, during: str = "") -> None:

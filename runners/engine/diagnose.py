@@ -15,7 +15,6 @@ from bnconform.cases.deviations import DEVIATIONS, relevant
 from bnconform.cases.model import Case
 from bnconform.cases.oracle import OracleError
 from bnconform.cases.schema import Step
-from bnconform.runners.engine.mismatch import mismatch
 from bnconform.runners.engine.scenario import Run, SpecInconsistent, init
 
 
@@ -49,7 +48,7 @@ def _explains(case: Case, steps: list[Step], seen: dict[int, list[tuple[str, Any
                     predicted = run.value("oracle", key)
                 except SpecInconsistent:
                     return False
-                if mismatch(key, predicted, value, case.tolerance) is not None:
+                if run.compare(key, predicted, value) is not None:
                     return False
     return True
 

@@ -10,11 +10,13 @@ import re
 import shlex
 import traceback
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
 from bnconform.cases.deviations import describe
+from bnconform.cases.dtypes import numpy_dtype
+from bnconform.cases.layouts import arrange
 from bnconform.cases.loader import BUILTIN_SPECS
 from bnconform.cases.model import Case
 from bnconform.cases.oracle import Oracle, OracleError
@@ -93,6 +95,9 @@ def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None, g
         return Outcome("skipped", f"{name} does not declare: {', '.join(missing)}")
     repro = f"reproduce: {reproduce_command(case, given_as or name)}"
     conventions = getattr(backend, "conventions", None) or PROFILES["torch"]
+    if not conventions.counter and "num_batches_tracked" in case.init:
+        return Outcome("skipped", f"{name} keeps no num_batches_tracked (conventions.counter=False), which this case "
+                                  "sets before its first step")
     declared = conventions.deviations()
     # With a declared profile a failure here is usually explained by it: diagnose later, if at all.
     result = _run_against(case, backend, name, repro, conventions, deviations=(), diagnose_failure=not declared)
@@ -252,18 +257,34 @@ class _Raised(Exception):
 
 
 class _SwitchedOracle:
-    """The oracle with deviations switched on, driven the way a backend's module is."""
+    """The oracle with deviations switched on, driven the way a backend's module is: its float64
+    values handed back in the dtypes and layout torch gives them (the oracle says which)."""
+
+    # method -> what each part of its result is, as a quantity name (dtype_of/layout_of)
+    RESULTS: ClassVar[dict[str, Any]] = {
+        "forward": "output", "forward_with_grad_mode": "output", "forward_shards": ["output"],
+        "backward": {"input": "grad_input", "weight": "grad_weight", "bias": "grad_bias"},
+        "double_backward": {"input": "gradgrad_input", "weight": "gradgrad_weight", "output": "gradgrad_output"},
+        "fold": ("fused_weight", "fused_bias"),
+    }
 
     def __init__(self, config: ModuleConfig, deviations: frozenset[str]) -> None:
         self._oracle = Oracle(config, deviations)
-        self._dtype = np.dtype(config.dtype)
 
-    def _as_module(self, value: Any) -> Any:
-        """The oracle's float64 values in the case's dtype, as a module returns them."""
-        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-            return value.astype(self._dtype)
+    def _as_module(self, value: Any, quantity: Any) -> Any:
         if isinstance(value, dict):
-            return {k: self._as_module(v) for k, v in value.items()}
+            names = quantity if isinstance(quantity, dict) else {}
+            return {k: self._as_module(v, names.get(k, quantity if isinstance(quantity, str) else k))
+                    for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            parts = [self._as_module(v, quantity[0] if isinstance(quantity, list) else quantity[i])
+                     for i, v in enumerate(value)]
+            return parts if isinstance(value, list) else tuple(parts)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            dtype = self._oracle.dtype_of(quantity) or self._oracle.dtype
+            value = value.astype(numpy_dtype(dtype))
+            layout = self._oracle.layout_of(quantity)
+            return arrange(value, layout) if layout and value.ndim else value
         return value
 
     def __getattr__(self, name: str) -> Any:
@@ -271,9 +292,12 @@ class _SwitchedOracle:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
-                return self._as_module(method(*args, **kwargs))
+                result = method(*args, **kwargs)
             except OracleError as exc:
                 raise _Raised(exc.kind, str(exc)) from None
+            if name in ("get",):
+                return self._as_module(result, args[0])
+            return self._as_module(result, self.RESULTS.get(name, "weight"))
 
         return call
 

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from bnconform.runners.backends import BackendLoadError, NotABackend, load
 from bnconform.runners.backends.protocol import Capabilities, Conventions
-from bnconform.runners.engine import contract
+from bnconform.runners.engine import contract, transport
 
 
 def exception_info(exc: BaseException) -> dict[str, Any]:
@@ -77,13 +77,14 @@ def describe(backend: Any) -> dict[str, Any]:
 
 def _declaration_problem(provides: list[str]) -> Optional[str]:
     """Capabilities that name nothing bnconform knows (a typo would silently skip cases)."""
+    from bnconform.cases.dtypes import DTYPES
     from bnconform.cases.requirements import FEATURES
 
     unknown = [p for p in provides if not (p in FEATURES or p in ("dim=1", "dim=2", "dim=3")
-                                          or p in ("dtype=float32", "dtype=float64"))]
+                                          or p in {f"dtype={t}" for t in DTYPES})]
     if unknown:
         return (f"capabilities name what bnconform does not know: {', '.join(unknown)} "
-                f"(features: {', '.join(sorted(FEATURES))}; dims 1, 2, 3; dtypes float32, float64)")
+                f"(features: {', '.join(sorted(FEATURES))}; dims 1, 2, 3; dtypes {', '.join(DTYPES)})")
     if not any(p.startswith("dim=") for p in provides) or not any(p.startswith("dtype=") for p in provides):
         return "capabilities declare no dim or no dtype: no case could run"
     return None
@@ -96,7 +97,7 @@ def _creates_a_module(backend: Any, provides: list[str]) -> tuple[Optional[str],
     from bnconform.runners.backends.protocol import BackendUnavailable, ModuleConfig
 
     dims = sorted(int(p.split("=")[1]) for p in provides if p.startswith("dim="))
-    dtype = "float32" if "dtype=float32" in provides else "float64"
+    dtype = next((t for t in ("float32", "float64", "float16", "bfloat16") if f"dtype={t}" in provides), "float32")
     try:
         module = backend.create(ModuleConfig.model_validate({"dim": dims[0], "dtype": dtype}))
     except BackendUnavailable as exc:
@@ -115,6 +116,8 @@ def _creates_a_module(backend: Any, provides: list[str]) -> tuple[Optional[str],
 
 PROTOCOL_METHODS = ("train", "eval", "set_attribute", "forward", "backward", "get", "assign", "state_dict",
                     "load_state_dict", "reset_running_stats", "reset_parameters", "set_requires_grad")
+# Methods a module has when its backend declares the matching capability (cases/requirements.py).
+OPTIONAL_METHODS = ("forward_with_grad_mode", "forward_shards", "double_backward", "fold")
 
 
 def _loaded(target: str) -> tuple[Optional[Any], dict[str, Any]]:
@@ -138,6 +141,8 @@ def _arrays(args: tuple[Any, ...]) -> list[tuple[str, Any]]:
             out.append(("" if i == 0 else f" argument {i + 1}", arg))
         elif isinstance(arg, dict):
             out += [(f" ({key!r} of the state dict)", v) for key, v in arg.items() if isinstance(v, np.ndarray)]
+        elif isinstance(arg, list):
+            out += [(f" (shard {k})", v) for k, v in enumerate(arg) if isinstance(v, np.ndarray)]
     return out
 
 
@@ -172,6 +177,7 @@ def serve(conn: Connection, target: str, log_path: str) -> None:
                 value = handles
             elif op == "call":
                 _, handle, method, args, kwargs = message
+                args, kwargs = transport.unpack(args), transport.unpack(kwargs)
                 given = [(f"{method}(){where}", a, a.copy()) for where, a in _arrays(args)]
                 keys = [(arg, list(arg)) for arg in args if isinstance(arg, dict)]
                 value = getattr(modules[handle], method)(*args, **kwargs)
@@ -184,7 +190,7 @@ def serve(conn: Connection, target: str, log_path: str) -> None:
                     if list(arg) != before:
                         raise contract.ContractViolation(f"{method}() changed the keys of the caller's dict "
                                                          f"(before {before}, after {list(arg)})")
-            reply: tuple[str, Any] = ("ok", value)
+            reply: tuple[str, Any] = ("ok", transport.pack(value))
         except contract.ContractViolation as exc:
             reply = ("contract", str(exc))
         except Exception as exc:

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from bnconform.runners.backends import Column
 from bnconform.runners.backends.protocol import Capabilities, Conventions, ModuleConfig
-from bnconform.runners.engine import host
+from bnconform.runners.engine import host, transport
 from bnconform.runners.engine.contract import ContractViolation
 
 
@@ -193,7 +193,7 @@ class Host:
             raise WorkerCrashed(_exit_text(code), self._log_tail())
         kind, value = reply
         if kind == "ok":
-            return value
+            return transport.unpack(value)
         if kind == "raised":
             raise BackendRaised(value)
         if kind == "contract":
@@ -224,13 +224,13 @@ class Host:
     def call(self, handle: int, generation: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if generation != self.generation:
             raise WorkerCrashed("the module was lost with its worker")
-        return self._request(("call", handle, method, args, kwargs))
+        return self._request(("call", handle, method, transport.pack(args), transport.pack(kwargs)))
 
 
 class RemoteModule:
     """A module living in the backend's worker; each protocol method is one round trip."""
 
-    METHODS = frozenset(host.PROTOCOL_METHODS)
+    METHODS = frozenset(host.PROTOCOL_METHODS + host.OPTIONAL_METHODS)
 
     def __init__(self, owner: Host, handle: int, generation: int) -> None:
         self._owner, self._handle, self._generation = owner, handle, generation

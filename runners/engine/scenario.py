@@ -9,7 +9,10 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from bnconform.cases import layouts
+from bnconform.cases.dtypes import dtype_name, numpy_dtype
 from bnconform.cases.inputs import materialize
+from bnconform.cases.layers import apply_layer
 from bnconform.cases.model import Case
 from bnconform.cases.oracle import Oracle, OracleError
 from bnconform.cases.schema import QUANTITIES, Step
@@ -20,6 +23,8 @@ from bnconform.runners.engine.mismatch import mismatch
 ORACLE_DEFAULTS = {
     "forward": ("output", "running_mean", "running_var", "num_batches_tracked"),
     "backward": ("grad_input", "grad_weight", "grad_bias"),
+    "double_backward": ("gradgrad_input", "gradgrad_weight", "gradgrad_output"),
+    "fold": ("fused_weight", "fused_bias", "fused_output"),
 }
 STATE = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -70,9 +75,15 @@ class Run:
         self.message_only = False  # the failure is a message mismatch alone (nothing to diagnose)
         self.spec_suspect = False  # a golden the module failed contradicts the oracle too
         self.saved: dict[str, dict[str, dict]] = {"module": {}, "oracle": {}}
+        self.layout = "contiguous"  # the last forward's input layout: an upstream gradient gets it too
 
-    def array(self, source: Any) -> np.ndarray:
-        return materialize(source, self.cfg.dim, self.cfg.dtype)
+    def array(self, source: Any, dtype: Optional[str] = None, layout: str = "contiguous") -> np.ndarray:
+        """A source as the module's dtype (or `dtype`) in `layout`."""
+        return materialize(source, self.cfg.dim, dtype or self.cfg.dtype, layout)
+
+    def data(self, source: Any, layout: str = "contiguous") -> np.ndarray:
+        """An input-side array: the input's dtype (input_dtype, else the module's)."""
+        return self.array(source, self.cfg.data_dtype, layout)
 
     def apply(self, step: Step, side: str) -> None:
         """Perform one step on the module or the oracle."""
@@ -87,24 +98,60 @@ class Run:
                 target.set_attribute(k, v)
         elif act == "forward":
             observed.clear()
-            x = self.array(args.input)
-            observed["output"] = target.forward(x)
-            if side == "module":
-                contract.array("forward() returned an output that", observed["output"], x.dtype, x.shape)
+            self.layout = args.layout
+            if args.shards is not None:
+                shards = [self.data(source, args.layout) for source in args.shards]
+                outputs = target.forward_shards(shards)
+                if side == "module":
+                    contract.shard_outputs(outputs, shards, layouts.output_layout(args.layout))
+                observed["output"] = np.concatenate(outputs, axis=0)
+            else:
+                x = self.data(args.input, args.layout)
+                if args.grad_mode == "enabled":
+                    observed["output"] = target.forward(x)
+                else:
+                    observed["output"] = target.forward_with_grad_mode(x, args.grad_mode)
+                if side == "module":
+                    contract.array("forward() returned an output that", observed["output"], None, x.shape)
         elif act == "backward":
-            g = self.array(args.grad)
+            g = self.data(args.grad, self.layout)
             grads = target.backward(g)
             if side == "module":
-                contract.grads("backward()", grads, g.dtype, g.shape, self.cfg.num_features)
+                contract.grads("backward()", grads, g.shape, self.cfg.num_features)
             # a key left out means None ("absent"), on both sides
             observed.update({f"grad_{k}": grads.get(k) for k in ("input", "weight", "bias")})
+        elif act == "double_backward":
+            g, probe = self.data(args.grad, self.layout), self.data(args.probe, self.layout)
+            grads = target.double_backward(g, probe)
+            if side == "module":
+                contract.grads("double_backward()", grads, g.shape, self.cfg.num_features, ("input", "weight", "output"))
+            observed.update({f"gradgrad_{k}": grads.get(k) for k in ("input", "weight", "output")})
+        elif act == "fold":
+            weight = self.array(args.weight)
+            bias = None if args.bias is None else self.array(args.bias)
+            folded = target.fold(args.layer, weight, bias)
+            if side == "module" and not (isinstance(folded, tuple) and len(folded) == 2):
+                raise contract.ContractViolation(f"fold() returned {type(folded).__name__}; expected (weight, bias)")
+            fused_w, fused_b = folded
+            if side == "module":
+                contract.array("fold() returned a weight that", fused_w, None, weight.shape)
+                contract.array("fold() returned a bias that", fused_b, None, (weight.shape[0],))
+            observed.update({"fused_weight": fused_w, "fused_bias": fused_b})
+            if args.input is not None:
+                x = self.array(args.input)
+                observed["fused_output"] = (apply_layer(args.layer, x, fused_w, fused_b) if side == "module"
+                                            else target.unfolded(args.layer, weight, bias, x))
         elif act == "state_dict":
             self.saved[side][args.save_as] = target.state_dict()
             if side == "module":
-                contract.state("state_dict()", self.saved[side][args.save_as], np.dtype(self.cfg.dtype),
+                contract.state("state_dict()", self.saved[side][args.save_as], numpy_dtype(self.cfg.dtype),
                                self.cfg.num_features)
         elif act == "load_state_dict":
-            target.load_state_dict(self._load_values(args, self.saved[side]), strict=args.strict)
+            values = self._load_values(args, self.saved[side])
+            if args.version == "current":
+                target.load_state_dict(values, strict=args.strict)
+            else:  # an older checkpoint, or one without version metadata
+                target.load_state_dict(values, strict=args.strict, version=args.version)
         elif act == "requires_grad":
             for k in ("weight", "bias"):
                 if getattr(args, k) is not None:
@@ -120,7 +167,7 @@ class Run:
             if k == "num_batches_tracked":
                 values[k] = np.asarray(int(v), dtype=np.int64)
             else:
-                values[k] = np.asarray(v, dtype=np.float64).astype(self.cfg.dtype)
+                values[k] = self.array(v)
         return values
 
     # -- expectations -----------------------------------------------------------------
@@ -133,8 +180,23 @@ class Run:
         if side == "module" and quantity == "num_batches_tracked":
             contract.counter("get('num_batches_tracked')", value)
         elif side == "module":
-            contract.array(f"get('{quantity}')", value, np.dtype(self.cfg.dtype), (self.cfg.num_features,), allow_none=True)
+            contract.array(f"get('{quantity}')", value, None, (self.cfg.num_features,), allow_none=True)
         return value
+
+    def compare(self, quantity: str, expected: Any, actual: Any) -> Optional[str]:
+        """How `actual` differs from `expected` (values within the tolerance of the quantity's
+        dtype), and from the dtype and layout the oracle says torch gives it; None if it does not."""
+        oracle = self.sides["oracle"]
+        want_dtype = oracle.dtype_of(quantity)
+        diff = mismatch(quantity, expected, actual, self.case.tolerance_for(want_dtype or self.cfg.dtype))
+        if diff is not None or not isinstance(actual, np.ndarray):
+            return diff
+        if want_dtype is not None and dtype_name(actual.dtype) != want_dtype:
+            return f"dtype differs: expected {want_dtype}, got {dtype_name(actual.dtype)}"
+        want_layout = oracle.layout_of(quantity)
+        if want_layout is not None and actual.ndim > 1 and not layouts.matches(actual, want_layout):
+            return f"layout differs: expected {want_layout}, got {layouts.describe(actual)}"
+        return None
 
     def check(self, step: Step, position: int, index: int) -> Optional[str]:
         """Compare the module with the step's expectations (logging what it showed)."""
@@ -144,9 +206,10 @@ class Run:
         wanted: dict[str, Any] = dict(exp.values)
         if exp.all_oracle:
             for q in ORACLE_DEFAULTS.get(step.action, STATE):
+                if q == "fused_output" and q not in self.observed["oracle"]:
+                    continue  # a fold without `input` has no fused output
                 wanted.setdefault(q, "oracle")
         problems = []
-        tol = self.case.tolerance
         for q in QUANTITIES:
             if q not in wanted:
                 continue
@@ -154,10 +217,12 @@ class Run:
             expected = self.value("oracle", q) if source == "oracle" else wanted[q]
             actual = self.value("module", q)
             self.log.append((position, q, None if actual is None else np.array(actual, copy=True)))
-            diff = mismatch(q, expected, actual, tol)
+            diff = self.compare(q, expected, actual)
             if diff:
                 where = describe_step(step, index)
-                problems.append(f"{q} differs after {where} [expected: {source}, {self.cfg.dtype}]\n  {diff}")
+                dtype = self.sides["oracle"].dtype_of(q) or self.cfg.dtype
+                problems.append(f"{q} differs after {where} [expected: {source}, {dtype}]\n  {diff}")
+                tol = self.case.tolerance_for(dtype)
                 if source == "golden" and mismatch(q, expected, self.value("oracle", q), tol) is not None:
                     self.spec_suspect = True
         if exp.state_dict_keys is not None:
