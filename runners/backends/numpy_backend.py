@@ -64,8 +64,10 @@ class NumpyKernel:
         return list(self._pool.map(lambda b: fn(*b), zip(bounds[:-1], bounds[1:])))
 
     # -- statistics -------------------------------------------------------------------
-    def batch_stats(self, x: Array, scratch: Array) -> tuple[Array, Array]:
+    def batch_stats(self, x: Array, scratch: Optional[Array] = None) -> tuple[Array, Array]:
         """Per-channel mean and biased variance (float64). `scratch` (x's shape) is overwritten."""
+        if scratch is None:
+            scratch = np.empty_like(x)
         n, c, s = _ncs(x)
         if s >= PLANE_MIN:
             x2, d = x.reshape(n * c, s), scratch.reshape(n * c, s)
@@ -212,7 +214,7 @@ class NumpyBackend:
         self._kernel = kernel
         self.threads = threads
         self.name = name
-        self.capabilities = kernel_capabilities(backward=True)
+        self.capabilities = kernel_capabilities(backward=True, shards=True)
 
     @property
     def kernel(self) -> NumpyKernel:

@@ -5,6 +5,9 @@ from typing import Any, Optional, cast
 
 import numpy as np
 
+from bnconform.cases.dtypes import DTYPES as DTYPE_NAMES
+from bnconform.cases.dtypes import numpy_dtype
+from bnconform.cases.layouts import copy_keeping_strides
 from bnconform.runners.backends.protocol import Array, BackendUnavailable, Capabilities, ModuleConfig
 
 FEATURES = frozenset(
@@ -20,8 +23,40 @@ FEATURES = frozenset(
         "init",
         "errors",
         "untracked",
+        "mixed_precision",
+        "channels_last",
+        "strided",
+        "double_backward",
+        "grad_modes",
+        "shards",
+        "fold",
+        "lazy",
+        "no_bias",
+        "state_dict_version",
     }
 )
+DTYPES = frozenset(DTYPE_NAMES)
+_LAZY = {1: "LazyBatchNorm1d", 2: "LazyBatchNorm2d", 3: "LazyBatchNorm3d"}
+
+
+def to_tensor(torch: Any, a: Array) -> Any:
+    """A CPU tensor with `a`'s values, dtype and strides, a sliced view's included (bfloat16
+    through its bits: torch reads no ml_dtypes array)."""
+    if a.dtype == numpy_dtype("bfloat16"):
+        return torch.from_numpy(copy_keeping_strides(a.view(np.uint16))).view(torch.bfloat16)
+    return torch.from_numpy(copy_keeping_strides(a))
+
+
+def to_numpy(t: Any) -> Optional[Array]:
+    """A tensor's values as an array of its dtype, in its layout (copy(order='K') keeps the strides)."""
+    if t is None:
+        return None
+    t = t.detach().cpu()
+    import torch
+
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(numpy_dtype("bfloat16")).copy(order="K")
+    return t.numpy().copy(order="K")
 
 
 class TorchModule:
@@ -40,7 +75,11 @@ class TorchModule:
             affine=config.affine,
             track_running_stats=config.track_running_stats,
         )
-        if factory is None:
+        if not config.bias:
+            kwargs["bias"] = False  # keyword-only since torch 2.x; left out by default for older factories
+        if factory is None and config.lazy:
+            module = getattr(torch.nn, _LAZY[config.dim])(**kwargs)
+        elif factory is None:
             cls = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[config.dim]
             module = cls(config.num_features, **kwargs)
         elif isinstance(factory, type):  # a BatchNorm class of one dimension
@@ -52,11 +91,12 @@ class TorchModule:
         self._y: Any = None
 
     def _tensor(self, a: Array) -> Any:
-        return self.torch.as_tensor(np.ascontiguousarray(a)).to(device=self.device, dtype=self.dtype)
+        """The array as a tensor of its own dtype and strides on the device."""
+        return to_tensor(self.torch, a).to(device=self.device)
 
     @staticmethod
     def _numpy(t: Any) -> Optional[Array]:
-        return None if t is None else t.detach().cpu().numpy().copy()
+        return to_numpy(t)
 
     def train(self) -> None:
         self.m.train()
@@ -80,6 +120,20 @@ class TorchModule:
         self._y = self.m(self._x)
         return cast(Array, self._numpy(self._y))  # the module's output tensor
 
+    def forward_with_grad_mode(self, x: Array, mode: str) -> Array:
+        context = self.torch.no_grad() if mode == "no_grad" else self.torch.inference_mode()
+        with context:
+            self._x = self._tensor(x)
+            self._y = self.m(self._x)
+            return cast(Array, self._numpy(self._y))
+
+    def forward_shards(self, shards: list[Array]) -> list[Array]:
+        """torch's semantics of a sharded batch: BatchNorm over the concatenation."""
+        x = self.torch.cat([self._tensor(s) for s in shards])
+        y = self.m(x)
+        self._y = None
+        return [cast(Array, self._numpy(part)) for part in self.torch.split(y, [s.shape[0] for s in shards])]
+
     def backward(self, grad_output: Array) -> dict[str, Optional[Array]]:
         for p in (self.m.weight, self.m.bias):
             if p is not None:
@@ -93,6 +147,38 @@ class TorchModule:
         self._y = None
         return grads
 
+    def double_backward(self, grad_output: Array, probe: Array) -> dict[str, Optional[Array]]:
+        """Gradients of sum(dx * probe), dx = d<y, grad_output>/dx, w.r.t. x, weight and grad_output."""
+        torch = self.torch
+        dy = self._tensor(grad_output).requires_grad_(True)
+        weight = self.m.weight if self.m.weight is not None and self.m.weight.requires_grad else None
+        (dx,) = torch.autograd.grad(self._y, self._x, dy, create_graph=True)
+        loss = (dx * self._tensor(probe)).sum()
+        wrt = [self._x, dy] + ([weight] if weight is not None else [])
+        grads = torch.autograd.grad(loss, wrt, allow_unused=True, materialize_grads=True)
+        self._y = None
+        return {"input": self._numpy(grads[0]), "output": self._numpy(grads[1]),
+                "weight": self._numpy(grads[2]) if weight is not None else None}
+
+    def fold(self, layer: str, weight: Array, bias: Optional[Array]) -> tuple[Array, Array]:
+        """torch.nn.utils.fusion's fuse_{linear,conv}_bn_eval on a layer holding `weight` and `bias`."""
+        torch = self.torch
+        from torch.nn.utils import fusion
+
+        out_c, in_c = weight.shape[:2]
+        if layer == "linear":
+            lin = torch.nn.Linear(in_c, out_c, bias=bias is not None)
+        else:
+            dim = weight.ndim - 2
+            lin = getattr(torch.nn, f"Conv{dim}d")(in_c, out_c, weight.shape[2:], bias=bias is not None)
+        lin = lin.to(device=self.device, dtype=self.dtype).eval()
+        with torch.no_grad():
+            lin.weight.copy_(self._tensor(weight))
+            if bias is not None:
+                lin.bias.copy_(self._tensor(bias))
+        fused = (fusion.fuse_linear_bn_eval if layer == "linear" else fusion.fuse_conv_bn_eval)(lin, self.m)
+        return cast(Array, self._numpy(fused.weight)), cast(Array, self._numpy(fused.bias))
+
     def get(self, name: str) -> Optional[Array | int]:
         t = getattr(self.m, name)
         if t is None:
@@ -103,18 +189,23 @@ class TorchModule:
 
     def assign(self, name: str, value: Array | int) -> None:
         with self.torch.no_grad():
-            getattr(self.m, name).copy_(self.torch.as_tensor(value))
+            target = getattr(self.m, name)
+            source = self._tensor(np.asarray(value)) if not isinstance(value, int) else self.torch.tensor(value)
+            target.copy_(source)
 
     def state_dict(self) -> dict[str, Array]:
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.m.state_dict().items()}
+        return {k: cast(Array, self._numpy(v)) for k, v in self.m.state_dict().items()}
 
-    def load_state_dict(self, state: dict[str, Array], strict: bool = True) -> None:
+    def load_state_dict(self, state: dict[str, Array], strict: bool = True, version: object = "current") -> None:
+        """`version`: "current" (nn.BatchNorm's _version), an older number, or "none" (no metadata)."""
         from collections import OrderedDict
 
-        sd = OrderedDict((k, self.torch.as_tensor(np.asarray(v))) for k, v in state.items())
-        # Protocol dicts are current-version ones: without this metadata torch would take the
-        # dict for a pre-num_batches_tracked one and fill the missing counter in.
-        sd._metadata = OrderedDict({"": {"version": type(self.m)._version}})  # type: ignore[attr-defined]
+        sd = OrderedDict((k, self._tensor(np.asarray(v))) for k, v in state.items())
+        # Protocol dicts are current-version ones unless said otherwise: without this metadata
+        # torch takes the dict for a pre-num_batches_tracked one and fills the missing counter in.
+        if version != "none":
+            number = type(self.m)._version if version == "current" else version
+            sd._metadata = OrderedDict({"": {"version": number}})  # type: ignore[attr-defined]
         self.m.load_state_dict(sd, strict=strict)
 
     def reset_running_stats(self) -> None:
@@ -133,7 +224,7 @@ class TorchBackend:
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
         self.name = "torch" if device == "cpu" else f"torch-{device}"
-        self.capabilities = Capabilities(features=FEATURES)
+        self.capabilities = Capabilities(dtypes=DTYPES, features=FEATURES)
 
     def version(self) -> str:
         import torch

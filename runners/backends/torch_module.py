@@ -12,7 +12,7 @@ import re
 from typing import Any, Optional
 
 from bnconform.runners.backends.protocol import BackendUnavailable, Capabilities, ModuleConfig
-from bnconform.runners.backends.torch_backend import FEATURES, TorchModule
+from bnconform.runners.backends.torch_backend import DTYPES, FEATURES, TorchModule
 
 
 class TorchModuleBackend:
@@ -33,7 +33,8 @@ class TorchModuleBackend:
                 dims = frozenset({int(match.group(1))})
         except Exception as exc:
             self._error = f"{type(exc).__name__}: {exc}"
-        self.capabilities = Capabilities(dims=dims, features=FEATURES)
+        # Not lazy: the factory is called with num_features, so there is no LazyBatchNorm to build.
+        self.capabilities = Capabilities(dims=dims, dtypes=DTYPES, features=FEATURES - {"lazy"})
 
     def available(self) -> Optional[str]:
         try:
