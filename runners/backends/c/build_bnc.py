@@ -49,4 +49,12 @@ def builder(openmp: bool | None = None) -> FFI:
 ffibuilder = builder()
 
 if __name__ == "__main__":  # manual build for development: python runners/backends/c/build_bnc.py
-    ffibuilder.compile(tmpdir=str(HERE.parent.parent.parent), verbose=True)
+    # ffi.compile names the module after this interpreter (_bnc.cpython-3XX-....so), a name that
+    # imports ahead of the _bnc.abi3.so `pip install -e .` builds: put the result in that file instead.
+    built = Path(ffibuilder.compile(tmpdir=str(HERE.parent.parent.parent), verbose=True))
+    target = HERE.parent / "_bnc.abi3.so"
+    if built.resolve() != target.resolve():
+        os.replace(built, target)
+    for leftover in (HERE.parent / "_bnc.o", HERE / "bnc.o"):
+        leftover.unlink(missing_ok=True)
+    print(f"built {target}")
