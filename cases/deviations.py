@@ -44,6 +44,16 @@ DEVIATIONS: dict[str, str] = {
     "no_counter": "there is no num_batches_tracked (the framework keeps no batch counter)",
     "counter_when_untracked": "an untracked module still has num_batches_tracked (0) instead of None",
     "empty_batch_poisons_buffers": "an empty training batch updates the running statistics with NaN instead of leaving them",
+    "half_accumulation": ("statistics of float16/bfloat16 input are accumulated in that dtype instead of float32 "
+                          "(sums overflow or lose digits)"),
+    "buffers_in_input_dtype": "the running buffers are cast to the input's dtype instead of staying in the module's",
+    "nhwc_as_nchw": "channels_last memory is read as if it were contiguous NCHW (the strides are ignored)",
+    "double_backward_stats_constant": ("double backward treats the batch mean and variance as constants "
+                                       "(their second-order terms are dropped)"),
+    "fold_without_eps": "folding divides by sqrt(running_var) without eps",
+    "fold_mean_ignored": "folding leaves out the running mean: b' = b * gamma / sqrt(var + eps) + beta",
+    "shard_stats_unweighted": ("shard statistics are averaged with equal weights instead of weighted by each "
+                               "shard's count"),
 }
 
 
@@ -76,4 +86,15 @@ def relevant(name: str, case: "Case") -> bool:
         return not cfg.track_running_stats
     if name.startswith("affine_"):
         return cfg.affine
+    forwards = [s.args for s in case.steps if s.action == "forward"]
+    if name in ("half_accumulation", "buffers_in_input_dtype"):
+        return cfg.data_dtype in ("float16", "bfloat16")
+    if name == "nhwc_as_nchw":
+        return any(f.layout.startswith("channels_last") for f in forwards)
+    if name == "double_backward_stats_constant":
+        return "double_backward" in actions
+    if name.startswith("fold_"):
+        return "fold" in actions
+    if name == "shard_stats_unweighted":
+        return any(f.shards is not None for f in forwards)
     return True

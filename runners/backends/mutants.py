@@ -8,7 +8,7 @@ describes its bug, or None where the oracle has no switch for it. Load one with
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class _BiasedRunningVar(NumpyKernel):
 
 
 class _OnePassVariance(NumpyKernel):
-    def batch_stats(self, x, scratch):  # E[x^2] - E[x]^2 in the input dtype: cancels catastrophically
+    def batch_stats(self, x, scratch=None):  # E[x^2] - E[x]^2 in the input dtype: cancels catastrophically
         axes = (0,) + tuple(range(2, x.ndim))
         mean = x.mean(axis=axes, dtype=x.dtype)
         var = (x * x).mean(axis=axes, dtype=x.dtype) - mean * mean
@@ -228,9 +228,9 @@ class _StateDictWithoutCounter(KernelModule):
 
 
 class _LoadIgnoresCounter(KernelModule):
-    def load_state_dict(self, state, strict=True):
+    def load_state_dict(self, state, strict=True, version="current"):
         nbt = self.get("num_batches_tracked")
-        super().load_state_dict(state, strict)
+        super().load_state_dict(state, strict, version)
         if nbt is not None:
             counter = self.buffers["num_batches_tracked"]
             assert counter is not None  # it had a value before the load, and loading keeps the buffer
@@ -259,6 +259,212 @@ class _GradBiasMissing(KernelModule):
         grads = super().backward(grad_output)
         grads["bias"] = None
         return grads
+
+
+# -- precision, layout, folding, shards (issue 11) ----------------------------------------------
+_ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
+_F32 = np.dtype(np.float32)
+
+
+def _widened(x: np.ndarray) -> np.ndarray:
+    return x.astype(_F32) if x.dtype.itemsize == 2 else x
+
+
+class _HalfAccumulation(NumpyKernel):
+    """Takes float16/bfloat16 data natively and sums it in that dtype: 65536 values near 300
+    overflow float16's 65504, and every sum loses digits."""
+
+    native_dtypes = _ALL_DTYPES
+
+    def forward_train(self, x, weight, bias, running_mean, running_var, factor, eps):
+        if x.dtype.itemsize != 2:
+            return super().forward_train(x, weight, bias, running_mean, running_var, factor, eps)
+        axes = (0,) + tuple(range(2, x.ndim))
+        n = math.prod(x.shape[i] for i in axes)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean_t = x.sum(axis=axes, keepdims=True, dtype=x.dtype) / x.dtype.type(n)
+            var_t = ((x - mean_t) ** 2).sum(axis=axes, keepdims=True, dtype=x.dtype) / x.dtype.type(n)
+        mean, var = mean_t.astype(np.float64).ravel(), var_t.astype(np.float64).ravel()
+        if running_mean is not None and running_var is not None:
+            running_mean[...] = (1 - factor) * running_mean + factor * mean
+            running_var[...] = (1 - factor) * running_var + factor * var * n / max(n - 1, 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            invstd = 1.0 / np.sqrt(var + eps)
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            y = (x.astype(np.float64) - mean.reshape(shape)) * invstd.reshape(shape)
+            if weight is not None:
+                y = y * weight.astype(np.float64).reshape(shape)
+            if bias is not None:
+                y = y + bias.astype(np.float64).reshape(shape)
+        return y.astype(x.dtype), mean, invstd
+
+    def forward_eval(self, x, weight, bias, running_mean, running_var, eps):
+        w32 = None if weight is None else weight.astype(_F32)
+        b32 = None if bias is None else bias.astype(_F32)
+        return super().forward_eval(_widened(x), w32, b32, running_mean.astype(_F32) if x.dtype.itemsize == 2 else
+                                    running_mean, running_var.astype(_F32) if x.dtype.itemsize == 2 else running_var,
+                                    eps).astype(x.dtype)
+
+    def backward_train(self, dy, x, weight, mean, invstd):
+        w = None if weight is None else weight.astype(_F32) if x.dtype.itemsize == 2 else weight
+        dx, dw, db = super().backward_train(_widened(dy), _widened(x), w, mean, invstd)
+        return dx.astype(x.dtype), dw, db
+
+    def backward_eval(self, dy, x, weight, running_mean, running_var, eps):
+        w = None if weight is None else weight.astype(_F32) if x.dtype.itemsize == 2 else weight
+        dx, dw, db = super().backward_eval(_widened(dy), _widened(x), w, running_mean, running_var, eps)
+        return dx.astype(x.dtype), dw, db
+
+
+class _BuffersInInputDtype(KernelModule):
+    """After a training forward, the running buffers are cast to the input's dtype (an AMP port
+    that autocasts everything the layer holds)."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        for name in ("running_mean", "running_var"):
+            buf = self.buffers[name]
+            if buf is not None and buf.dtype != x.dtype:
+                self.buffers[name] = buf.astype(x.dtype)
+        return y
+
+
+class _NhwcAsNchw(NumpyKernel):
+    """Says it takes channels_last arrays, then reads their memory as if it were NCHW."""
+
+    channels_last = True
+
+    @staticmethod
+    def _as_nchw(x):
+        return np.ascontiguousarray(np.moveaxis(x, 1, -1)).reshape(x.shape) if not x.flags.c_contiguous else x
+
+    def forward_train(self, x, weight, bias, running_mean, running_var, factor, eps):
+        return super().forward_train(self._as_nchw(x), weight, bias, running_mean, running_var, factor, eps)
+
+    def forward_eval(self, x, weight, bias, running_mean, running_var, eps):
+        return super().forward_eval(self._as_nchw(x), weight, bias, running_mean, running_var, eps)
+
+    def backward_train(self, dy, x, weight, mean, invstd):
+        return super().backward_train(self._as_nchw(dy), self._as_nchw(x), weight, mean, invstd)
+
+    def backward_eval(self, dy, x, weight, running_mean, running_var, eps):
+        return super().backward_eval(self._as_nchw(dy), self._as_nchw(x), weight, running_mean, running_var, eps)
+
+
+class _FoldWithoutEps(KernelModule):
+    def fold(self, layer, weight, bias):
+        eps, self.eps = self.eps, 0.0  # divides by sqrt(running_var)
+        try:
+            return super().fold(layer, weight, bias)
+        finally:
+            self.eps = eps
+
+
+class _FoldMeanIgnored(KernelModule):
+    def fold(self, layer, weight, bias):
+        rm = self.buffers["running_mean"]
+        saved = None if rm is None else rm.copy()
+        if rm is not None:
+            rm[...] = 0  # b' = b * gamma / sqrt(var + eps) + beta
+        try:
+            return super().fold(layer, weight, bias)
+        finally:
+            if rm is not None and saved is not None:
+                rm[...] = saved
+
+
+class _ShardStatsUnweighted(KernelModule):
+    @staticmethod
+    def _combine(stats, total):  # each shard's moments weighted equally, whatever its size
+        mean = sum(m for (m, _), _k in stats) / len(stats)
+        second = sum(v + m * m for (m, v), _k in stats) / len(stats)
+        return mean, second - mean * mean
+
+
+def _stats_constant_factory(num_features, *, dim, **kwargs):
+    """A torch BatchNorm whose hand-written backward treats the batch statistics as constants
+    when differentiated again: first-order gradients are right, second-order ones are not."""
+    import torch
+    import torch.nn.functional as F
+
+    class _Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight, bias, module):
+            batch = module.training or module.running_mean is None
+            with torch.no_grad():
+                y = F.batch_norm(x, module.running_mean if not module.training or module.track_running_stats else None,
+                                 module.running_var if not module.training or module.track_running_stats else None,
+                                 weight, bias, batch, module.momentum if module.momentum is not None else 0.0, module.eps)
+                axes = [0] + list(range(2, x.dim()))
+                if batch:
+                    mean, var = x.mean(axes, keepdim=True), x.var(axes, unbiased=False, keepdim=True)
+                else:
+                    shape = [1, -1] + [1] * (x.dim() - 2)
+                    mean, var = module.running_mean.view(shape), module.running_var.view(shape)
+            ctx.save_for_backward(x, weight)
+            ctx.stats = (mean, (var + module.eps).rsqrt(), batch)
+            ctx.has_bias = bias is not None
+            return y
+
+        @staticmethod
+        def backward(ctx, dy):
+            x, weight = ctx.saved_tensors
+            mean, invstd, batch = ctx.stats  # constants: no graph back to x
+            out_dtype, w_dtype = x.dtype, None if weight is None else weight.dtype
+            x, dy = x.double(), dy.double()  # computed wide, like torch's own kernels
+            weight = None if weight is None else weight.double()
+            mean, invstd = mean.double(), invstd.double()
+            axes = [0] + list(range(2, x.dim()))
+            shape = [1, -1] + [1] * (x.dim() - 2)
+            g = weight.view(shape) if weight is not None else torch.ones_like(invstd)
+            xhat = (x - mean) * invstd
+            n = x.numel() // x.shape[1]
+            if batch:
+                dx = g * invstd / n * (n * dy - dy.sum(axes, keepdim=True) - xhat * (dy * xhat).sum(axes, keepdim=True))
+            else:
+                dx = dy * g * invstd
+            dw = (dy * xhat).sum(axes).to(w_dtype) if weight is not None else None
+            db = dy.sum(axes).to(w_dtype) if ctx.has_bias else None
+            return dx.to(out_dtype), dw, db, None
+
+    base = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[dim]
+
+    class _Module(base):  # type: ignore[valid-type, misc]
+        def forward(self, x):
+            self._check_input_dim(x)
+            if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+                self.num_batches_tracked.add_(1)
+            momentum = self.momentum  # type: ignore[has-type]
+            if self.momentum is None and self.training and self.num_batches_tracked is not None:  # type: ignore[has-type]
+                self.momentum = 1.0 / float(self.num_batches_tracked)
+            try:
+                return _Fn.apply(x, self.weight, self.bias, self)
+            finally:
+                self.momentum = momentum
+
+    return _Module(num_features, **kwargs)
+
+
+class _TorchMutant:
+    """torch's module with one piece replaced (a factory in the torch-module adapter's sense)."""
+
+    def __init__(self, name: str, factory) -> None:
+        from bnconform.runners.backends.protocol import Capabilities
+        from bnconform.runners.backends.torch_backend import DTYPES, FEATURES
+
+        self.name = f"mutant-{name}"
+        self.factory = factory
+        self.capabilities = Capabilities(dtypes=DTYPES, features=FEATURES - {"lazy"})
+
+    def version(self) -> str:
+        import torch
+
+        return f"torch {torch.__version__} (mutated)"
+
+    def create(self, config):
+        from bnconform.runners.backends.torch_backend import TorchModule
+
+        return TorchModule(config, "cpu", factory=self.factory)
 
 
 CAUSE: dict[str, Optional[str]] = {}
@@ -298,8 +504,16 @@ load_ignores_counter = _register("load_ignores_counter", "load_ignores_counter",
 untracked_has_buffers = _register("untracked_has_buffers", "untracked_has_buffers", module=_UntrackedHasBuffers)
 no_batch_size_check = _register("no_batch_size_check", "no_batch_size_check", module=_NoBatchSizeCheck)
 grad_bias_missing = _register("grad_bias_missing", None, module=_GradBiasMissing)
+half_accumulation = _register("half_accumulation", "half_accumulation", kernel=_HalfAccumulation(threads=1))
+buffers_in_input_dtype = _register("buffers_in_input_dtype", "buffers_in_input_dtype", module=_BuffersInInputDtype)
+nhwc_as_nchw = _register("nhwc_as_nchw", "nhwc_as_nchw", kernel=_NhwcAsNchw(threads=1))
+fold_without_eps = _register("fold_without_eps", "fold_without_eps", module=_FoldWithoutEps)
+fold_mean_ignored = _register("fold_mean_ignored", "fold_mean_ignored", module=_FoldMeanIgnored)
+shard_stats_unweighted = _register("shard_stats_unweighted", "shard_stats_unweighted", module=_ShardStatsUnweighted)
+CAUSE["double_backward_stats_constant"] = "double_backward_stats_constant"
+double_backward_stats_constant = _TorchMutant("double_backward_stats_constant", _stats_constant_factory)
 
-MUTANTS: dict[str, NumpyBackend] = {name: globals()[name] for name in CAUSE}
+MUTANTS: dict[str, Any] = {name: globals()[name] for name in CAUSE}
 
 
 class _LegacyTorch(NumpyBackend):
