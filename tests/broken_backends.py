@@ -293,3 +293,40 @@ returns_masked = ReturnsMasked()
 state_in_float64 = StateInFloat64()
 pops_state_keys = PopsStateKeys()
 not_a_backend = NotABackendAtAll()
+
+
+class ContiguousOutput(_Returns):
+    """Right values, but a channels_last input gets a contiguous (NCHW) output."""
+
+    def output(self, out: np.ndarray, x: np.ndarray) -> object:
+        return np.ascontiguousarray(out)
+
+
+class OutputInFloat32(_Returns):
+    """Right values, but float16/bfloat16 input gets float32 output (the module's dtype)."""
+
+    def output(self, out: np.ndarray, x: np.ndarray) -> object:
+        return out.astype(np.float32)
+
+
+class IgnoresStrides(NumpyBackend):
+    """Reads the input's memory as if it were C-contiguous, whatever its strides."""
+
+    def create(self, config: ModuleConfig) -> KernelModule:
+        module = super().create(config)
+        forward = module.forward
+
+        def contiguous_view(x: np.ndarray) -> np.ndarray:
+            strides, step = [], x.itemsize
+            for size in reversed(x.shape):
+                strides.insert(0, step)
+                step *= size
+            return forward(np.lib.stride_tricks.as_strided(x, strides=tuple(strides)).copy())
+
+        module.forward = contiguous_view  # type: ignore[method-assign]
+        return module
+
+
+contiguous_output = ContiguousOutput()
+output_in_float32 = OutputInFloat32()
+ignores_strides = IgnoresStrides()

@@ -10,15 +10,16 @@ import pytest
 from tests.helpers import bnconform
 
 BROKEN = {
-    "upcasts": "step 1 (forward): forward() returned an output that has dtype float64; expected float32, "
-               "as torch gives for float32 data",
-    "returns_list": "step 1 (forward): forward() returned an output that is a list; expected a numpy.ndarray of float32",
+    "upcasts": "output differs after step 1 (forward) [expected: golden, float32]\n  dtype differs: expected float32, "
+               "got float64",
+    "returns_list": "step 1 (forward): forward() returned an output that is a list; expected a numpy.ndarray of a "
+                    "float dtype",
     "returns_tensor": "step 1 (forward): forward() returned an output that is a torch.Tensor; "
-                      "expected a numpy.ndarray of float32",
+                      "expected a numpy.ndarray of a float dtype",
     "modifies_input": "step 1 (forward): forward() modified its input (",
     "counter_array": "step 1 (forward): get('num_batches_tracked') is a ndarray (array(1)); expected an int",
     "returns_masked": "step 1 (forward): forward() returned an output that is a numpy.ma.MaskedArray; "
-                      "expected a numpy.ndarray of float32",
+                      "expected a numpy.ndarray of a float dtype",
 }
 # Contract breaches that need a case with more steps: (case, the message's start).
 LATER = {

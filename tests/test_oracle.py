@@ -13,7 +13,7 @@ G = np.array([[1.0, 2.0], [3.0, 6.0]])  # means [2, 4], biased vars [1, 4], unbi
 
 
 def oracle(**kw: object) -> Oracle:
-    return Oracle(ModuleConfig(dim=1, num_features=2, **kw))
+    return Oracle(ModuleConfig.model_validate({"dim": 1, "num_features": 2, "dtype": "float64", **kw}))
 
 
 def test_training_step() -> None:
@@ -49,7 +49,7 @@ def test_decay_convention_inverts() -> None:
 
 
 def test_eval_backward_is_a_scaling() -> None:
-    o = Oracle(ModuleConfig(dim=1, num_features=1))
+    o = Oracle(ModuleConfig(dim=1, num_features=1, dtype="float64"))
     o.assign("running_var", np.array([3.99999]))
     o.training = False
     o.forward(np.array([[0.0], [1.0], [2.0]]))
@@ -59,7 +59,7 @@ def test_eval_backward_is_a_scaling() -> None:
 
 def test_training_backward_sums_to_zero() -> None:
     """dx through batch statistics has zero sum per channel (the mean absorbs a shift)."""
-    o = Oracle(ModuleConfig(dim=2, num_features=3))
+    o = Oracle(ModuleConfig(dim=2, num_features=3, dtype="float64"))
     rng = np.random.default_rng(0)
     o.forward(rng.normal(size=(4, 3, 2, 2)))
     dx = o.backward(rng.normal(size=(4, 3, 2, 2)))["input"]

@@ -32,7 +32,9 @@ def test_declared_deviation_reads_deviates_not_passed_or_failed() -> None:
 
     backend = BiasedByDesign(mutants._BiasedRunningVar(threads=1))
     counts = _outcomes(backend)
-    assert counts["failed"] == 0 and counts["deviates"] == 144 and counts["passed"] == 321 - 144
+    # every case whose running_var the biased update changes deviates (389 of them), the rest pass;
+    # the 56 double-backward cases are skipped (numpy does not declare it)
+    assert counts["failed"] == 0 and counts["deviates"] == 389 and counts["passed"] == 869 - 56 - 389
     result = run_case(next(c for c in CASES if c.id == "bessel/nc_golden"), backend)
     assert result.outcome == "deviates" and result.message.startswith("deviates (declared): running_var is updated")
 

@@ -41,7 +41,7 @@ def test_fresh_run_matches_the_baseline_and_a_broken_numpy_does_not(tmp_path: Pa
     bad = compare(BASELINE / "conformance.json", tmp_path / "broken" / "conformance.json", "--json", str(tmp_path / "b.json"))
     assert bad.returncode == 1 and "Newly failing" in bad.stdout
     diff = json.loads((tmp_path / "b.json").read_text())
-    assert diff["regressions"] == 144
+    assert diff["regressions"] == 389
     assert all(r["backend"] == "numpy" and r["new_diagnosis"] == ["biased_running_var"] for r in diff["newly_failing"])
 
 

@@ -84,14 +84,17 @@ def test_duplicate_case_ids_across_files(tmp_path: Path) -> None:
 
 
 def test_builtin_library_shape() -> None:
-    """The library the issue asks for: eleven families, a golden case in each, at least 150 cases."""
+    """The library: the eleven module-logic families and the seven beyond float32 (precision,
+    layout, autograd depth, checkpoints, execution modes, folding, shards), a golden case in
+    each; at least 150 cases in the first eleven and 200 in the seven."""
     cases = load_cases([BUILTIN_SPECS])
     families = {c.family for c in cases}
-    assert families == {
-        "conditions", "toggling", "none_cases", "bessel", "momentum", "eps",
-        "gradients", "freezing", "state", "errors", "stability",
-    }
-    assert len(cases) >= 150
+    first = {"conditions", "toggling", "none_cases", "bessel", "momentum", "eps",
+             "gradients", "freezing", "state", "errors", "stability"}
+    beyond = {"precision", "layout", "autograd", "checkpoints", "modes", "fold", "shards"}
+    assert families == first | beyond
+    assert len([c for c in cases if c.family in first]) >= 150
+    assert len([c for c in cases if c.family in beyond]) >= 200
     for family in families:
         assert any(c.family == family and c.spec_id.endswith("_golden") for c in cases), family
         assert any(c.family == family and not c.spec_id.endswith("_golden") for c in cases), family
@@ -115,3 +118,46 @@ def test_worked_example_in_the_docs_loads_and_passes(tmp_path: Path) -> None:
     cases = load_file(write_spec(tmp_path, "example.yaml", example))
     assert len(cases) == 7
     assert all(run_case(c, NumpyBackend()).outcome == "passed" for c in cases)
+
+
+NEW_CHECKS = """
+family: demo
+title: demo
+defaults: {dim: 1, num_features: 2}
+specs:
+  - id: bad
+    description: d
+"""
+
+
+@pytest.mark.parametrize(("body", "key", "words"), [
+    pytest.param("config: {lazy: true}\ninit: {weight: [1, 2]}\nsteps: [{forward: {input: [[1, 2], [3, 6]]}}]",
+                 "init:", "lazy module", id="lazy_with_init"),
+    pytest.param("config: {bias: false}\ninit: {bias: [1, 2]}\nsteps: [{forward: {input: [[1, 2], [3, 6]]}}]",
+                 "init.bias", "bias=False", id="bias_init_without_bias"),
+    pytest.param("steps: [{forward: {input: [[1, 2], [3, 6]], layout: channels_last}}]",
+                 "steps[0].forward.layout", "4-D", id="layout_vs_rank"),
+    pytest.param("config: {dim: 2, num_features: 1}\nsteps: [{forward: {shards: [{random: {seed: 1, shape: [2, 1, 1, 2]}},"
+                 " {random: {seed: 2, shape: [2, 1, 1, 3]}}]}}]",
+                 "steps[0].forward.shards[1]", "beyond the batch axis", id="shards_disagree"),
+    pytest.param("steps: [{forward: {shards: [[[1, 2]], [[3, 6]]]}}, {backward: {grad: [[1, 1], [1, 1]]}}]",
+                 "steps[1].backward.grad", "no forward", id="backward_after_shards"),
+    pytest.param("config: {training: false}\nsteps: [{fold: {layer: linear, weight: [[1, 2, 3]]}}]",
+                 "steps[0].fold.weight", "num_features=2 output channels", id="fold_weight_channels"),
+    pytest.param("config: {training: false, dim: 2}\nsteps: [{fold: {layer: conv, weight: [[[1, 2]], [[3, 4]]]}}]",
+                 "steps[0].fold.weight", "4-D", id="fold_conv_rank"),
+    pytest.param("config: {training: false}\nsteps: [{fold: {layer: linear, weight: [[1, 2], [3, 4]], input: [[1, 2, 3]]}}]",
+                 "steps[0].fold.input", "does not fit", id="fold_input"),
+    pytest.param("steps: [{forward: {input: [[1, 2], [3, 6]], grad_mode: no_grad}},"
+                 " {double_backward: {grad: [[1, 1], [1, 1]], probe: [[1, 1], [1, 1]]}}]",
+                 "steps[1].double_backward.grad", "with a graph", id="double_backward_without_graph"),
+    pytest.param("steps: [{forward: {input: [[1, 2], [3, 6]]}}, {double_backward: {grad: [[1, 1], [1, 1]], probe: [[1, 1]]}}]",
+                 "steps[1].double_backward.probe", "input's shape", id="probe_shape"),
+    pytest.param("steps: [{forward: {input: [[1, 2], [3, 6]]}, expect: {gradgrad_input: oracle}}]",
+                 "steps[0].expect.gradgrad_input", "double_backward", id="gradgrad_not_observable"),
+])
+def test_load_checks_of_the_new_steps_name_the_key(tmp_path: Path, body: str, key: str, words: str) -> None:
+    """docs/spec-format.md's load-time checks for layouts, shards, folds, double backward, lazy and bias=False."""
+    text = NEW_CHECKS + "".join(f"    {line}\n" for line in body.splitlines())
+    msg = error_of(tmp_path, text)
+    assert f"spec 'bad': {key}" in msg and words in msg, msg
