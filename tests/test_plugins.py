@@ -42,6 +42,26 @@ def test_torch_module_adapter_runs_each_dimension(tmp_path: Path) -> None:
     assert "does not declare: dim=" in skip["message"]
 
 
+def test_sync_batchnorm_through_the_adapter_skips_shards_with_the_reason_and_shows_its_differences(tmp_path: Path) -> None:
+    proc, report = bnconform("--backend", "torch-module:torch.nn:SyncBatchNorm", "--family", "shards",
+                             "--family", "toggling", "--family", "errors", out=tmp_path)
+    assert proc.returncode == 1 and report is not None, proc.stdout[-2000:]
+    results = {r["spec"]: r for r in report["results"]}
+    shards = [r for spec, r in results.items() if spec.startswith("shards/")]
+    # one process on CPU cannot synchronise: skipped with why, never passed by plain BatchNorm
+    assert shards and all(r["outcome"] == "skipped" and "does not declare: shards; shards: nn.SyncBatchNorm "
+                          "synchronises shards across processes" in r["message"] for r in shards)
+    # torch 2.13's SyncBatchNorm checks only "at least 2D" and asserts a counter after a flip on
+    rank = {spec: r for spec, r in results.items() if spec.startswith("errors/wrong_rank[")}
+    assert len(rank) == 6 and all(r["outcome"] == "failed" and "nothing was raised" in r["message"] for r in rank.values())
+    flip = results["toggling/flip_tracking_on_golden"]
+    assert flip["outcome"] == "failed" and "AssertionError: num_batches_tracked must not be None" in flip["message"]
+    failed = {spec for spec, r in results.items() if r["outcome"] == "failed"}
+    assert failed == set(rank) | {"toggling/flip_tracking_on_golden", "errors/rank_one_input_golden"} | {
+        f"toggling/flip_on_untracked[dim={d},training=True]" for d in (1, 2, 3)}
+    assert all(r["outcome"] == "passed" for spec, r in results.items() if spec not in failed and not spec.startswith("shards/"))
+
+
 def test_check_gives_a_verdict_per_family_with_the_first_failure() -> None:
     proc = subprocess.run([sys.executable, "-m", "bnconform", "check", "--backend", "mutant:reset_noop"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)

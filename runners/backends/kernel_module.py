@@ -471,4 +471,5 @@ def kernel_capabilities(backward: bool, dims: frozenset[int] = frozenset({1, 2, 
     """Capabilities of a KernelModule-based backend (backward if the kernel has it, shards if it
     has batch_stats). Every dtype: KernelModule widens 16-bit data for a kernel without it."""
     features = KERNEL_MODULE_FEATURES | ({"backward"} if backward else set()) | ({"shards"} if shards else set())
-    return Capabilities(dims=dims, dtypes=dtypes, features=frozenset(features))
+    reasons = {"double_backward": "KernelModule's kernels give first derivatives only (no second-order kernel)"}
+    return Capabilities(dims=dims, dtypes=dtypes, features=frozenset(features), reasons=reasons)

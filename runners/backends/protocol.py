@@ -7,7 +7,7 @@ is None. `docs/backends.md` is the guide for authors; keep the two in step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, runtime_checkable
+from typing import Mapping, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,6 +38,8 @@ class Capabilities:
     dims: frozenset[int] = frozenset({1, 2, 3})
     dtypes: frozenset[str] = frozenset({"float32", "float64"})
     features: frozenset[str] = field(default_factory=frozenset)
+    # Why a feature is missing (feature -> reason), appended to the skip message of its cells.
+    reasons: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def provides(self) -> set[str]:
         return {f"dim={d}" for d in self.dims} | {f"dtype={t}" for t in self.dtypes} | set(self.features)

@@ -14,6 +14,17 @@ from typing import Any, Optional
 from bnconform.runners.backends.protocol import BackendUnavailable, Capabilities, ModuleConfig
 from bnconform.runners.backends.torch_backend import DTYPES, FEATURES, TorchModule
 
+# nn.SyncBatchNorm combines shards across processes, one shard each, and only for GPU/XPU/HPU
+# tensors: with a process group on CPU, torch 2.13 raises ValueError ("SyncBatchNorm expected
+# input tensor to be on GPU or XPU or ..."); without one it is BatchNorm over its own batch. A
+# shard case run through it in one process would pass without testing the synchronisation.
+SYNC_SHARDS = ("nn.SyncBatchNorm synchronises shards across processes, on GPU/XPU/HPU tensors only; "
+               "in one process it is BatchNorm over its own batch, which would not test the sharding")
+
+
+def _is_sync_batchnorm(factory: Any) -> bool:
+    return isinstance(factory, type) and any(c.__name__ == "SyncBatchNorm" for c in factory.__mro__)
+
 
 class TorchModuleBackend:
     def __init__(self, spec: str, device: str = "cpu") -> None:
@@ -34,7 +45,10 @@ class TorchModuleBackend:
         except Exception as exc:
             self._error = f"{type(exc).__name__}: {exc}"
         # Not lazy: the factory is called with num_features, so there is no LazyBatchNorm to build.
-        self.capabilities = Capabilities(dims=dims, dtypes=DTYPES, features=FEATURES - {"lazy"})
+        features, reasons = FEATURES - {"lazy"}, {"lazy": "the factory is called with num_features"}
+        if _is_sync_batchnorm(self._factory):
+            features, reasons["shards"] = features - {"shards"}, SYNC_SHARDS
+        self.capabilities = Capabilities(dims=dims, dtypes=DTYPES, features=features, reasons=reasons)
 
     def available(self) -> Optional[str]:
         try:

@@ -36,7 +36,7 @@ def exception_info(exc: BaseException) -> dict[str, Any]:
 
 def describe(backend: Any) -> dict[str, Any]:
     """The backend's declarations, checked against the protocol (a breach is its `broken` reason)."""
-    info: dict[str, Any] = {"version": "", "provides": [], "conventions": None, "manifest": None,
+    info: dict[str, Any] = {"version": "", "provides": [], "reasons": {}, "conventions": None, "manifest": None,
                             "unavailable": None, "broken": None}
     try:
         info["version"] = str(backend.version())
@@ -51,8 +51,9 @@ def describe(backend: Any) -> dict[str, Any]:
             if not all(isinstance(p, str) for p in provides):
                 raise TypeError("provides() must return strings")
             info["provides"] = provides
+            info["reasons"] = {str(k): str(v) for k, v in dict(caps.reasons).items()}
         except Exception as exc:
-            info["broken"] = f"capabilities.provides() failed: {type(exc).__name__}: {exc}"
+            info["broken"] = f"capabilities.provides() or .reasons failed: {type(exc).__name__}: {exc}"
     if info["broken"] is None:
         info["broken"] = _declaration_problem(info["provides"])
     conventions = getattr(backend, "conventions", None)

@@ -245,11 +245,12 @@ class RemoteModule:
         return method
 
 
-def _capabilities(provides: list[str]) -> Capabilities:
+def _capabilities(provides: list[str], reasons: dict[str, str]) -> Capabilities:
     dims = frozenset(int(p.split("=", 1)[1]) for p in provides if p.startswith("dim="))
     dtypes = frozenset(p.split("=", 1)[1] for p in provides if p.startswith("dtype="))
     return Capabilities(dims=dims, dtypes=dtypes,
-                        features=frozenset(p for p in provides if not p.startswith(("dim=", "dtype="))))
+                        features=frozenset(p for p in provides if not p.startswith(("dim=", "dtype="))),
+                        reasons=reasons)
 
 
 class RemoteBackend:
@@ -271,7 +272,7 @@ class RemoteBackend:
         self.manifest: Optional[str] = info.get("manifest")
         self.conventions = Conventions(**info["conventions"]) if info.get("conventions") else None
         self.capabilities = (Capabilities(features=frozenset(FEATURES)) if self.broken
-                             else _capabilities(info.get("provides", [])))
+                             else _capabilities(info.get("provides", []), info.get("reasons", {})))
 
     def version(self) -> str:
         return str(self._version)
