@@ -92,7 +92,8 @@ def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None, g
         return Outcome("skipped", f"{name} unavailable: {reason}")
     missing = sorted(case.requires - backend.capabilities.provides())
     if missing:
-        why = "".join(f"; {m}: {backend.capabilities.reasons[m]}" for m in missing if m in backend.capabilities.reasons)
+        reasons = getattr(backend.capabilities, "reasons", None) or {}
+        why = "".join(f"; {m}: {reasons[m]}" for m in missing if m in reasons)
         return Outcome("skipped", f"{name} does not declare: {', '.join(missing)}{why}")
     repro = f"reproduce: {reproduce_command(case, given_as or name)}"
     conventions = getattr(backend, "conventions", None) or PROFILES["torch"]
