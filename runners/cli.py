@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("base", metavar="BASE", help="the earlier conformance.json or timing.json")
     cmp_.add_argument("new", metavar="NEW", help="the later report of the same kind")
     cmp_.add_argument("--threshold", type=float, default=0.10, metavar="F",
-                      help="timing: a median slower by more than this fraction is a regression (default 0.10)")
+                      help="timing: a slowdown beyond this fraction, with 95%% confidence, is a regression (default 0.10)")
     cmp_.add_argument("--allow-removed", action="store_true",
                       help="conformance: cells missing from NEW, or skipped in NEW but run in BASE, are not regressions")
     cmp_.add_argument("--json", metavar="FILE", help="also write the diff as JSON")
@@ -216,9 +216,10 @@ def mutants(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    """Time the backends (pytest-benchmark, in this process), then write timing.json and timing.md."""
+    """Time the backends (pytest on the bench cases, in this process), then write timing.json and timing.md."""
     import tempfile
 
+    from bnconform.runners.bench.cases import RAW_ENV
     from bnconform.runners.bench.workloads import SHAPES, shape_id
     from bnconform.runners.reports.timing import write
 
@@ -237,21 +238,20 @@ def bench(args: argparse.Namespace) -> int:
         import torch
 
         threads = torch.get_num_threads()
-    for var in [v for v in os.environ if v.startswith("PYTEST_XDIST_")]:
-        del os.environ[var]  # launched from an xdist worker: benchmarks would be disabled
+    machine = {"cpu_count": os.cpu_count() or 1, "load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "benchmark.json"
-        argv = _pytest_base(BENCH_MODULE) + [*_plugins("benchmark"),
-            "-p", "no:xdist", "-q", f"--benchmark-json={raw}", "--benchmark-min-rounds=5",
-            f"--benchmark-max-time={args.max_time}", "--benchmark-warmup=on", "--benchmark-warmup-iterations=1",
-            "--benchmark-disable-gc", "--benchmark-columns=median,min,max,rounds", "--benchmark-sort=name",
-            f"--bnconform-threads={threads}",
-        ] + [a for n in names for a in ("--bnconform-backend", n)] + [a for s in args.shape for a in ("--bnconform-shape", s)]
+        raw = Path(tmp) / "bench.jsonl"
+        raw.touch()
+        os.environ[RAW_ENV] = str(raw)
+        argv = _pytest_base(BENCH_MODULE) + ["-p", "no:xdist", "-q", f"--bnconform-threads={threads}",
+                                             f"--bnconform-max-time={args.max_time}", *(["--bnconform-sweep"] * args.sweep)]
+        argv += [a for n in names for a in ("--bnconform-backend", n)] + [a for s in args.shape for a in ("--bnconform-shape", s)]
         code = int(pytest.main(argv))
-        if not raw.exists():
+        machine["load_after"] = os.getloadavg()[0]
+        if not raw.read_text(encoding="utf-8").strip():
             print("bnconform: the benchmark run wrote no results", file=sys.stderr)
             return EXIT_FAILED
-        paths = write(raw, out, threads, names)
+        paths = write(raw, out, threads, names, machine)
     if args.html:
         from bnconform.runners.reports.html import page
 

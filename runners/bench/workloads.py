@@ -1,5 +1,6 @@
-"""What `bnconform bench` times: the shape set, the phases, their byte counts, and one
-callable per backend x shape x phase, built the way each backend's users call it."""
+"""What `bnconform bench` times: the shape set, the phases, their minimal traffic, and per
+backend x shape x phase two callables: *as called* (the module, the way its users call it,
+allocation included) and *kernel* (the same arithmetic writing into preallocated outputs)."""
 from __future__ import annotations
 
 import functools
@@ -7,8 +8,12 @@ from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 
+from bnconform.cases.dtypes import numpy_dtype
+from bnconform.cases.layouts import arrange
 from bnconform.cases.schema import ModuleConfig
 from bnconform.runners.backends import resolve, unavailable_reason
+from bnconform.runners.backends.torch_backend import to_tensor
+from bnconform.runners.bench import kernels
 
 SHAPES: list[tuple[int, ...]] = [
     (256, 1024),
@@ -19,18 +24,39 @@ SHAPES: list[tuple[int, ...]] = [
     (4, 8, 4, 4),  # per-call overhead
 ]
 PHASES = ("train_fwd", "eval_fwd", "train_fwd_bwd")
+# Beyond float32 in NCHW: the layouts and precisions kernel authors ship, on one mid-size shape.
+# 16-bit data goes into a float32 module (parameters and buffers float32: the mixed-precision
+# training case); channels_last is float32 NHWC memory.
+VARIANTS = ("float32", "channels_last", "float16", "bfloat16")
+VARIANT_SHAPE: tuple[int, ...] = (32, 64, 56, 56)
+# --sweep: (N, 32, 32) float32, one sample 4 KB, N log-spaced so that x grows from 4 KB to 400 MB
+# in half-decades; the thread sweep runs the largest default shape with 1 .. all CPUs.
+SWEEP_SHAPES: list[tuple[int, ...]] = [(round(10 ** (k / 2)), 32, 32) for k in range(11)]
+THREAD_SWEEP_SHAPE: tuple[int, ...] = (32, 64, 112, 112)
 
-# Minimal memory traffic per phase, in tensor sizes (x, y, dy, dx each one tensor):
-#   train_fwd: x read twice (statistics, then normalisation) + y written            = 3
-#   eval_fwd: x read once + y written                                                = 2
-#   train_fwd_bwd: the forward (3) + backward reading dy and x twice (sums, then dx)
-#                  + dx written (5)                                                  = 8
-TENSORS_MOVED = {"train_fwd": 3, "eval_fwd": 2, "train_fwd_bwd": 8}
+# Minimal memory traffic per phase, in tensor sizes read and written (x, y, dy, dx each one):
+#   train_fwd: x read twice (statistics, then normalisation), y written            = 2 + 1
+#   eval_fwd: x read once, y written                                                = 1 + 1
+#   train_fwd_bwd: the forward (2 + 1), then the backward reads dy and x for its sums
+#                  and both again for dx (4), and writes dx (1)                     = 6 + 2
+TRAFFIC: dict[str, tuple[int, int]] = {"train_fwd": (2, 1), "eval_fwd": (1, 1), "train_fwd_bwd": (6, 2)}
+MODES = ("kernel", "as_called")
 THREADS: dict[str, int] = {}
 
 
 def shape_id(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
+
+
+def cell_id(shape: tuple[int, ...], variant: str) -> str:
+    """The shape, then /variant unless float32 NCHW: 32x64x56x56/channels_last."""
+    return shape_id(shape) + ("" if variant == "float32" else f"/{variant}")
+
+
+def timing_set(wanted: list[str]) -> list[tuple[tuple[int, ...], str]]:
+    """(shape, variant) of the default cells, filtered by --shape (a shape selects its variants)."""
+    cells = [(s, "float32") for s in SHAPES] + [(VARIANT_SHAPE, v) for v in VARIANTS if v != "float32"]
+    return [(s, v) for s, v in cells if not wanted or shape_id(s) in wanted]
 
 
 def set_threads(n: int) -> None:
@@ -45,11 +71,15 @@ def set_threads(n: int) -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def _arrays(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """x and dy for one shape (one shape cached at a time: the largest pair is 200 MB)."""
+def _arrays(shape: tuple[int, ...], variant: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    """x and dy for one cell, in its dtype and memory layout (one cell cached at a time: the
+    largest pair is 200 MB)."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(shape, dtype=np.float32)
-    dy = rng.standard_normal(shape, dtype=np.float32)
+    x, dy = (rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
+    if variant in ("float16", "bfloat16"):
+        x, dy = x.astype(numpy_dtype(variant)), dy.astype(numpy_dtype(variant))
+    elif variant == "channels_last":
+        x, dy = arrange(x, "channels_last"), arrange(dy, "channels_last")
     return x, dy
 
 
@@ -64,8 +94,8 @@ def _torch_callable(backend: Any, config: ModuleConfig, phase: str, x: np.ndarra
     import torch
 
     module = backend.create(config).m
-    xt = torch.from_numpy(x).to(backend.device)
-    dyt = torch.from_numpy(dy).to(backend.device)
+    xt = to_tensor(torch, x).to(backend.device)
+    dyt = to_tensor(torch, dy).to(backend.device)
     sync = torch.cuda.synchronize if backend.device == "cuda" else (lambda: None)
     if phase == "eval_fwd":
         module.eval()
@@ -86,42 +116,40 @@ def _torch_callable(backend: Any, config: ModuleConfig, phase: str, x: np.ndarra
     return run_bwd
 
 
-def phase_callable(name: str, shape: tuple[int, ...], phase: str) -> tuple[Optional[Callable[[], Any]], int, Optional[str]]:
-    """(callable, minimal bytes moved, skip reason) for one cell."""
+def _config(shape: tuple[int, ...]) -> ModuleConfig:
+    dims: dict[int, Literal[1, 2, 3]] = {2: 1, 3: 1, 4: 2, 5: 3}
+    return ModuleConfig(dim=dims[len(shape)], num_features=shape[1], dtype="float32")
+
+
+def callable_for(name: str, shape: tuple[int, ...], phase: str, mode: str,
+                 variant: str = "float32") -> tuple[Optional[Callable[[], Any]], Optional[str]]:
+    """(callable, skip reason) for one backend x cell x phase x mode."""
     backend = _backend(name)
     reason = unavailable_reason(backend)
     if reason:
-        return None, 0, f"{name} unavailable: {reason}"
-    dims: dict[int, Literal[1, 2, 3]] = {2: 1, 3: 1, 4: 2, 5: 3}
-    config = ModuleConfig(dim=dims[len(shape)], num_features=shape[1], dtype="float32")
-    x, dy = _arrays(shape)
-    nbytes = TENSORS_MOVED[phase] * x.nbytes
+        return None, f"{name} unavailable: {reason}"
+    x, dy = _arrays(shape, variant)
+    config = _config(shape)
+    if mode == "kernel":
+        return kernels.kernel_callable(backend, config, phase, x, dy)
     if type(backend).__name__ == "TorchBackend":
-        return _torch_callable(backend, config, phase, x, dy), nbytes, None
+        return _torch_callable(backend, config, phase, x, dy), None
     module = backend.create(config)
     if phase == "eval_fwd":
         module.eval()
-        return (lambda: module.forward(x)), nbytes, None
+        return (lambda: module.forward(x)), None
     if phase == "train_fwd":
-        return (lambda: module.forward(x)), nbytes, None
+        return (lambda: module.forward(x)), None
 
     def fwd_bwd() -> Any:
         module.forward(x)
         return module.backward(dy)
 
-    return fwd_bwd, nbytes, None
+    return fwd_bwd, None
 
 
-def copy_callable(shape: tuple[int, ...]) -> tuple[Callable[[], Any], int]:
-    """A plain copy of one float32 tensor with the same threads (torch's copy_ when available)."""
-    x, _ = _arrays(shape)
-    try:
-        import torch
-
-        src = torch.from_numpy(x)
-        dst = torch.empty_like(src)
-        dst.copy_(src)
-        return (lambda: dst.copy_(src)), 2 * x.nbytes
-    except ImportError:  # pragma: no cover
-        dst_np = np.empty_like(x)
-        return (lambda: np.copyto(dst_np, x)), 2 * x.nbytes
+def traffic_bytes(shape: tuple[int, ...], phase: str, variant: str = "float32") -> tuple[int, int]:
+    """(bytes read, bytes written) at the least, in the cell's dtype."""
+    size = (2 if variant in ("float16", "bfloat16") else 4) * int(np.prod(shape))
+    reads, writes = TRAFFIC[phase]
+    return reads * size, writes * size

@@ -102,8 +102,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("shape", "bench: only this shape, e.g. 4x8x4x4 (repeatable)", frozenset({BENCH}), metavar="NxCx..."),
     Option("threads", "bench: threads for every backend (default: torch's)", frozenset({BENCH}), kind="value",
            metavar="N", default=0, type=int),
-    Option("max-time", "bench: seconds per benchmark beyond its 5 rounds (default 0.5)", frozenset({BENCH}),
-           kind="value", metavar="S", default=0.5, type=float, pytest=False),
+    Option("sweep", "bench: also time the kernels against tensor size (4 KB to 400 MB) and thread count (1 to the "
+           "CPUs), drawn as charts in timing.html", frozenset({BENCH}), kind="flag"),
+    Option("max-time", "bench: seconds of interleaved rounds per shape and phase, every backend in both modes, "
+           "beyond its 5 rounds (default 2)", frozenset({BENCH}), kind="value", metavar="S", default=2.0,
+           type=_positive),
     Option("workers", "pytest-xdist worker processes for the cases: a number or 'auto' (default 0: the cases run in "
            "this process; every backend still runs in its own worker process)", SELECT, kind="value", metavar="N",
            default="0", pytest=False, short="-n"),
@@ -166,6 +169,8 @@ class Settings:
     progress: str = "off"
     shape: list[str] = field(default_factory=list)
     threads: int = 0
+    sweep: bool = False
+    max_time: float = 2.0
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
