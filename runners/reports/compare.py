@@ -1,9 +1,11 @@
 """`bnconform compare BASE NEW`: what changed between two runs.
 
 Conformance reports: cases newly failing (the regressions), newly passing, added, removed,
-other outcome changes, changed diagnoses. Timing reports: per backend x shape x phase, the
-ratio of medians, a regression above the threshold, and each side's min-max spread so a
-change can be told from jitter. Markdown for a pull-request comment, JSON for tools.
+other outcome changes, changed diagnoses. Timing reports: per backend x shape x phase x mode,
+the ratio of medians new/base with a 95% bootstrap interval over both runs' rounds; a
+regression is a slowdown beyond the threshold that the interval is sure of (its lower end above
+1 + threshold), and an interval spanning 1.0 is no clear change. Markdown for a pull-request
+comment, JSON for tools.
 """
 from __future__ import annotations
 
@@ -70,29 +72,37 @@ def compare_conformance(base: RunReport, new: RunReport, allow_removed: bool = F
     }
 
 
-def _timing_rows(data: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, float]]:
+TimingKey = tuple[str, str, str, str]
+
+
+def _timing_rows(data: dict[str, Any]) -> dict[TimingKey, dict[str, Any]]:
     out = {}
     for b in data.get("benchmarks", []):
         info, stats = b.get("extra_info", {}), b["stats"]
-        out[(info.get("backend", "?"), info.get("shape", ""), info.get("phase", "?"))] = {
-            "median": stats["median"], "min": stats["min"], "max": stats["max"]}
+        if "data" not in stats or "mode" not in info:
+            raise ValueError("a timing.json without its rounds (written before bnconform timed in rounds): "
+                             "run bnconform bench again for that side")
+        out[(info["backend"], info["shape"], info["phase"], info["mode"])] = stats
     return out
 
 
 def compare_timing(base: dict[str, Any], new: dict[str, Any], threshold: float) -> dict[str, Any]:
+    from bnconform.runners.bench.intervals import independent_ratio
+
     old, cur = _timing_rows(base), _timing_rows(new)
     rows = []
     for key in [k for k in cur if k in old]:
-        b, n = old[key], cur[key]
-        ratio = n["median"] / b["median"]
-        spread = max((b["max"] - b["min"]) / b["median"], (n["max"] - n["min"]) / n["median"])
-        rows.append({"backend": key[0], "shape": key[1], "phase": key[2], "base_median_s": b["median"],
-                     "new_median_s": n["median"], "ratio": ratio, "spread": spread,
-                     "regression": ratio > 1 + threshold, "within_noise": abs(ratio - 1) <= spread})
+        ratio, lo, hi = independent_ratio(cur[key]["data"], old[key]["data"])
+        rows.append({"backend": key[0], "shape": key[1], "phase": key[2], "mode": key[3],
+                     "base_median_s": old[key]["median"], "new_median_s": cur[key]["median"],
+                     "ratio": ratio, "interval": [lo, hi],
+                     "regression": lo > 1 + threshold, "improvement": hi < 1 - threshold,
+                     "no_clear_change": lo <= 1.0 <= hi})
     meta = lambda d: d.get("bnconform", {}).get("metadata", {})
+    busy = [side for side, d in (("base", base), ("new", new)) if meta(d).get("machine", {}).get("busy")]
     return {"kind": "timing", "threshold": threshold, "base": meta(base), "new": meta(new), "rows": rows,
-            "added": [list(k) for k in cur if k not in old], "removed": [list(k) for k in old if k not in cur],
-            "regressions": sum(r["regression"] for r in rows)}
+            "busy": busy, "added": [list(k) for k in cur if k not in old],
+            "removed": [list(k) for k in old if k not in cur], "regressions": sum(r["regression"] for r in rows)}
 
 
 def compare(base_path: Path, new_path: Path, threshold: float = 0.10, allow_removed: bool = False) -> dict[str, Any]:
@@ -131,10 +141,15 @@ def markdown(diff: dict[str, Any]) -> str:
                 + _section("Other outcome changes", diff["changed"], cols[:4])
                 + _section("Added", diff["added"], cols[:2] + ["new"]))
         return "\n".join(head + (body or ["Nothing changed."]))
-    head += [f"threshold {diff['threshold']:.0%}: **{diff['regressions']} regression(s)**. "
-             "Spread = the larger (max - min) / median of the two runs; a change inside it is jitter.", ""]
-    table = [[r["backend"], r["shape"], r["phase"], f"{r['base_median_s'] * 1e3:.3f}", f"{r['new_median_s'] * 1e3:.3f}",
-              f"{r['ratio']:.2f}", f"{r['spread']:.0%}",
-              "REGRESSION" if r["regression"] else ("jitter" if r["within_noise"] else "")] for r in diff["rows"]]
-    return "\n".join(head + [tabulate(table, headers=["backend", "shape", "phase", "base ms", "new ms", "new/base",
-                                                      "spread", ""], tablefmt="github"), ""])
+    head += [f"threshold {diff['threshold']:.0%}: **{diff['regressions']} regression(s)** (slower by more than the "
+             "threshold with 95% confidence: the interval's lower end above 1 + threshold). An interval spanning "
+             "1.0 is no clear change.", ""]
+    if diff["busy"]:
+        head += [f"**The machine was busy during the {' and '.join(diff['busy'])} run: the comparison is unreliable.**", ""]
+    table = [[r["backend"], r["shape"], r["phase"], r["mode"], f"{r['base_median_s'] * 1e3:.3f}",
+              f"{r['new_median_s'] * 1e3:.3f}", f"{r['ratio']:.2f} [{r['interval'][0]:.2f}, {r['interval'][1]:.2f}]",
+              "REGRESSION" if r["regression"] else ("improvement" if r["improvement"] else
+                                                    ("no clear change" if r["no_clear_change"] else ""))]
+             for r in diff["rows"]]
+    return "\n".join(head + [tabulate(table, headers=["backend", "shape", "phase", "mode", "base ms", "new ms",
+                                                      "new/base [95%]", ""], tablefmt="github"), ""])

@@ -15,6 +15,7 @@ from bnconform.runners.reports.results import OUTCOMES, CaseResult, RunReport
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+figure svg{max-width:100%;height:auto}.busy{color:#a00}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}
 th{background:#f3f3f3;position:sticky;top:0}
 .passed{background:#d8f5d8}.failed,.error{background:#f8c8c8;font-weight:bold}.skipped{background:#eee;color:#777}
@@ -172,7 +173,8 @@ details (a passed cell's too). The filters above apply here as well.</p>
 
 
 def timing_chart_svg(table: list[dict[str, Any]]) -> str:
-    """Bars per backend of the ratio to torch, one panel per phase, shapes on the x axis."""
+    """Bars per backend of the kernel time ratio to torch with its 95% interval, one panel per
+    phase, shapes on the x axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,25 +182,40 @@ def timing_chart_svg(table: list[dict[str, Any]]) -> str:
 
     phases = list(dict.fromkeys(r["phase"] for r in table))
     shapes = list(dict.fromkeys(r["shape"] for r in table))
-    backends = [b for b in dict.fromkeys(r["backend"] for r in table)]
-    fig, axes = plt.subplots(len(phases), 1, figsize=(10, 3.2 * len(phases)), squeeze=False)
+    backends = [b for b in dict.fromkeys(r["backend"] for r in table) if b != "torch"]
+    fig, axes = plt.subplots(max(len(phases), 1), 1, figsize=(10, 3.2 * max(len(phases), 1)), squeeze=False)
     width = 0.8 / max(len(backends), 1)
     for ax, phase in zip(axes[:, 0], phases):
-        lowest = 1.0
+        lowest, highest = 1.0, 1.0
         for i, b in enumerate(backends):
-            values = []
-            for s in shapes:
+            xs: list[float] = []
+            values: list[float] = []
+            errs: list[list[float]] = [[], []]
+            for j, s in enumerate(shapes):
                 cell = next((r for r in table if r["backend"] == b and r["shape"] == s and r["phase"] == phase), None)
-                values.append(cell["ratio_to_torch"] if cell and cell.get("ratio_to_torch") else 0.0)
-            ax.bar([x + i * width for x in range(len(shapes))], values, width, label=b)
+                k = (cell or {}).get("kernel") or {}
+                if "ratio_to_torch" in k:
+                    xs.append(j + i * width)
+                    values.append(k["ratio_to_torch"])
+                    errs[0].append(k["ratio_to_torch"] - k["interval"][0])
+                    errs[1].append(k["interval"][1] - k["ratio_to_torch"])
+            ax.bar(xs, values, width, yerr=errs, capsize=2, label=b)
             lowest = min([lowest] + [v for v in values if v > 0])
+            highest = max([highest] + values)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
-        ax.set_ylim(bottom=lowest * 0.7)  # log bars start at 0: show the shortest whole
-        ax.set_title(f"{phase}: time ratio to torch (below 1 is faster)")
+        ax.set_ylim(lowest * 0.7, highest * 1.5)  # log bars start at 0: show the shortest whole
+        ax.set_title(f"{phase}: kernel time ratio to torch, 95% interval (below 1 is faster)")
         ax.set_xticks([x + width * (len(backends) - 1) / 2 for x in range(len(shapes))], shapes, fontsize=8)
-        ax.legend(fontsize=8)
+        if backends:
+            ax.legend(fontsize=8)
     fig.tight_layout()
+    return _svg(fig)
+
+
+def _svg(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
     plt.close(fig)
@@ -206,18 +223,83 @@ def timing_chart_svg(table: list[dict[str, Any]]) -> str:
     return svg[svg.index("<svg"):]
 
 
+def sweep_charts_svg(points: dict[str, list[dict[str, Any]]], roof: dict[str, Any]) -> str:
+    """--sweep: per phase, time and GB/s against tensor size (log-log) with the roofline drawn in;
+    then time against the thread count. Empty when no sweep ran."""
+    if not points.get("sizes") and not points.get("threads"):
+        return ""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = list(dict.fromkeys(p["phase"] for p in points["sizes"] + points["threads"]))
+    fig, axes = plt.subplots(len(phases), 3, figsize=(13, 3.6 * len(phases)), squeeze=False)
+    cache = roof.get("cache_bytes")
+    for row, phase in zip(axes, phases):
+        sizes = [p for p in points["sizes"] if p["phase"] == phase]
+        for backend in dict.fromkeys(p["backend"] for p in sizes):
+            mine = [p for p in sizes if p["backend"] == backend]
+            row[0].plot([p["bytes"] for p in mine], [p["median_s"] * 1e3 for p in mine], marker="o", label=backend)
+            row[1].plot([p["bytes"] for p in mine], [p["gbs"] for p in mine], marker="o", label=backend)
+        bound = sorted({(p["bytes"], p["bound_s"], p["gbs"] * p["median_s"] / p["bound_s"])
+                        for p in sizes if p["bound_s"]})
+        if bound:
+            row[0].plot([b[0] for b in bound], [b[1] * 1e3 for b in bound], "k--", label="roofline")
+            row[1].plot([b[0] for b in bound], [b[2] for b in bound], "k--", label="roofline")
+        for ax, title, unit in ((row[0], "time per call", "ms"), (row[1], "effective bandwidth", "GB/s")):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            if cache:
+                ax.axvline(cache, color="grey", linewidth=0.8, linestyle=":")
+            ax.set_title(f"{phase}: {title} against x's size", fontsize=9)
+            ax.set_xlabel("bytes of x (dotted: last-level cache)", fontsize=8)
+            ax.set_ylabel(unit, fontsize=8)
+            ax.legend(fontsize=7)
+        threads = [p for p in points["threads"] if p["phase"] == phase]
+        for backend in dict.fromkeys(p["backend"] for p in threads):
+            mine = [p for p in threads if p["backend"] == backend]
+            row[2].plot([p["threads"] for p in mine], [p["median_s"] * 1e3 for p in mine], marker="o", label=backend)
+        row[2].set_title(f"{phase}: time against threads" + (f" ({threads[0]['shape']})" if threads else ""), fontsize=9)
+        row[2].set_xlabel("threads", fontsize=8)
+        row[2].set_ylabel("ms", fontsize=8)
+        if threads:
+            row[2].set_xticks(sorted({p["threads"] for p in threads}))
+            row[2].legend(fontsize=7)
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def _load(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "?"
+
+
 def timing_section(timing: dict[str, Any]) -> str:
     b = timing.get("bnconform", {})
     meta = b.get("metadata", {})
-    targets = "".join(f"<tr><td>{_e(t['target'])}</td><td>{_e(t['status'])}</td><td>{_e(t['evidence'])}</td></tr>"
-                      for t in b.get("targets", []))
-    copy = b.get("copy_gbs")
+    mach = meta.get("machine", {})
+    roof = b.get("roofline") or {}
+    pct = lambda v: "" if v is None else f"{v:.0f}%"
+    verdicts = "".join(
+        f"<tr><td>{_e(v['backend'])}</td><td>{v['cells']}</td><td>{v['faster']}</td><td>{v['no clear difference']}</td>"
+        f"<td>{v['slower']}</td><td>{pct(v['roofline_median_pct'])}</td><td>{pct(v['roofline_min_pct'])}</td></tr>"
+        for v in b.get("verdicts", []))
+    busy = (f'<p class="busy"><strong>The machine was busy (load above its {_e(mach.get("cpu_count"))} CPUs): these '
+            "figures are unreliable.</strong></p>") if mach.get("busy") else ""
+    roofline = (f"read {roof['read_gbs']:.1f} GB/s, write {roof['write_gbs']:.1f} GB/s, copy {roof['copy_gbs']:.1f} GB/s"
+                if roof else "not measured")
+    charts = sweep_charts_svg(b.get("sweep") or {}, roof)
+    sweep = f'<h3>Cost curves (--sweep)</h3><figure id="sweep-chart">{charts}</figure>' if charts else ""
     return f"""
 <h2>Timing</h2>
-<p class="meta">{_e(meta.get('cpu_model', ''))}, {_e(meta.get('threads', '?'))} threads for every backend;
-copy bandwidth {f'{copy:.1f} GB/s' if copy else 'not measured'}; commit {_e(meta.get('git_commit', '?'))}.</p>
+<p class="meta">{_e(meta.get('cpu_model', ''))}, {_e(mach.get('cpu_count', '?'))} CPUs, {_e(meta.get('threads', '?'))}
+threads for every backend; load {_e(_load(mach.get('load_before')))} before, {_e(_load(mach.get('load_after')))} after;
+roofline {_e(roofline)}; commit {_e(meta.get('git_commit', '?'))}.</p>
+{busy}
 <figure id="timing-chart">{timing_chart_svg(b.get('table', []))}</figure>
-<table><thead><tr><th>target</th><th>status</th><th>evidence</th></tr></thead><tbody>{targets}</tbody></table>
+{sweep}
+<table><thead><tr><th>backend</th><th>cells</th><th>faster</th><th>no clear difference</th><th>slower</th>
+<th>median % of roofline</th><th>lowest % of roofline</th></tr></thead><tbody>{verdicts}</tbody></table>
 """
 
 
@@ -250,10 +332,11 @@ def diff_section(diff: dict[str, Any]) -> str:
                 open_ = " open" if key in ("newly_failing", "added_failing") else ""
                 parts.append(f"<details{open_}><summary>{_e(title)} ({len(rows)})</summary>{_table(rows, cols)}</details>")
     else:
-        rows = [{**r, "ratio": f"{r['ratio']:.2f}", "spread": f"{r['spread']:.0%}",
-                 "verdict": "REGRESSION" if r["regression"] else ("jitter" if r["within_noise"] else "")}
+        rows = [{**r, "ratio": f"{r['ratio']:.2f} [{r['interval'][0]:.2f}, {r['interval'][1]:.2f}]",
+                 "verdict": "REGRESSION" if r["regression"] else ("improvement" if r["improvement"] else
+                                                                  ("no clear change" if r["no_clear_change"] else ""))}
                 for r in diff["rows"]]
-        parts.append(_table(rows, ["backend", "shape", "phase", "ratio", "spread", "verdict"]))
+        parts.append(_table(rows, ["backend", "shape", "phase", "mode", "ratio", "verdict"]))
     b, n = diff.get("base", {}), diff.get("new", {})
     return f"""
 <h2>Regression diff against the baseline ({_e(diff['kind'])})</h2>

@@ -1,144 +1,241 @@
-"""timing.json and timing.md from pytest-benchmark's JSON: medians, effective GB/s, ratios
-to torch measured in the same run, the share of the measured copy bandwidth, and where each
-performance target stands."""
+"""timing.json and timing.md from the bench records: per cell and backend both comparisons
+(kernel against kernel, and as called), each ratio to torch with its 95% interval and verdict,
+the cell's share of the measured roofline, and the state of the machine while it ran.
+
+The report judges the backends against torch and against the roofline; it carries no targets
+of this project's own.
+"""
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any, Optional
 
 from tabulate import tabulate
 
 from bnconform.cases.loader import BUILTIN_SPECS, spec_files
-from bnconform.runners.bench.workloads import PHASES, SHAPES, TENSORS_MOVED, shape_id
+from bnconform.runners.bench.intervals import paired_ratio, verdict
+from bnconform.runners.bench.roofline import bound_s
+from bnconform.runners.bench.workloads import MODES, PHASES, TRAFFIC
 from bnconform.runners.reports.metadata import run_metadata
 
-LARGEST = shape_id((32, 64, 112, 112))
-NCHW = [shape_id(s) for s in SHAPES if len(s) == 4 and s != (4, 8, 4, 4)]
+REFERENCE = "torch"
 
 
-def metadata(threads: int, backends: list[str]) -> dict[str, Any]:
+def metadata(threads: int, backends: list[str], machine: dict[str, Any]) -> dict[str, Any]:
+    cpus = machine["cpu_count"]
+    busy = max(machine["load_before"], machine["load_after"]) > cpus
     return {
         **run_metadata(spec_files([BUILTIN_SPECS]), thread_count=threads),
         "backends": backends,
-        "bytes_model": {p: f"{n} tensor sizes" for p, n in TENSORS_MOVED.items()},
+        "traffic_model": {p: f"{r} tensor reads + {w} tensor writes" for p, (r, w) in TRAFFIC.items()},
+        "machine": {**machine, "busy": busy},
     }
 
 
-def rows(bench: dict[str, Any]) -> tuple[list[dict[str, Any]], Optional[float]]:
-    """One row per backend x shape x phase, with ratios; and the copy bandwidth (GB/s)."""
-    out, copy_gbs = [], None
-    for b in bench.get("benchmarks", []):
-        info, stats = b.get("extra_info", {}), b["stats"]
-        gbs = info["bytes"] / stats["median"] / 1e9
-        if info.get("backend") == "copy":
-            copy_gbs = gbs
+def _mode_row(cell: dict[str, Any], backend: str, mode: str, roof: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    stats = cell["results"].get(f"{backend}|{mode}")
+    if stats is None:
+        return None
+    row: dict[str, Any] = {"median_s": stats["median"], "min_s": stats["min"], "max_s": stats["max"],
+                           "rounds": stats["rounds"], "loops": stats["loops"],
+                           "gbs": (cell["bytes_read"] + cell["bytes_written"]) / stats["median"] / 1e9}
+    ref = cell["results"].get(f"{REFERENCE}|{mode}")
+    if ref is not None and backend != REFERENCE:
+        ratio, lo, hi = paired_ratio(stats["data"], ref["data"])
+        row.update(ratio_to_torch=ratio, interval=[lo, hi], verdict=verdict(lo, hi))
+    if roof:
+        pct = 100.0 * bound_s(roof, cell["bytes_read"], cell["bytes_written"]) / stats["median"]
+        fits = roof.get("cache_bytes") is not None and cell["tensor_bytes"] <= roof["cache_bytes"]
+        row.update(pct_of_roofline=pct, cache_resident=fits or pct > 100.0)
+    return row
+
+
+def table(records: list[dict[str, Any]], backends: list[str]) -> tuple[list[dict[str, Any]], Optional[dict[str, Any]]]:
+    """One row per backend x shape x phase holding both modes; and the roofline record."""
+    roof = next((r for r in records if r["kind"] == "roofline"), None)
+    rows = []
+    for cell in (r for r in records if r["kind"] == "cell"):
+        for backend in backends:
+            row: dict[str, Any] = {"backend": backend, "shape": cell["shape"], "phase": cell["phase"],
+                                   "bytes_read": cell["bytes_read"], "bytes_written": cell["bytes_written"]}
+            for mode in MODES:
+                row[mode] = _mode_row(cell, backend, mode, roof)
+                row[f"{mode}_skipped"] = cell["skipped"].get(f"{backend}|{mode}")
+            if row["kernel"] and row["as_called"]:
+                row["as_called_over_kernel"] = row["as_called"]["median_s"] / row["kernel"]["median_s"]
+            rows.append(row)
+    return rows, roof
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per backend: how many cells it is faster / no clearly different / slower than torch, kernel
+    against kernel, and its share of the roofline on the cells that stream from memory."""
+    out = []
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        if backend == REFERENCE:
             continue
-        out.append({
-            "backend": info["backend"], "shape": info["shape"], "phase": info["phase"],
-            "median_s": stats["median"], "min_s": stats["min"], "max_s": stats["max"],
-            "rounds": stats["rounds"], "gbs": gbs,
-        })
-    torch_median = {(r["shape"], r["phase"]): r["median_s"] for r in out if r["backend"] == "torch"}
-    for r in out:
-        ref = torch_median.get((r["shape"], r["phase"]))
-        r["ratio_to_torch"] = r["median_s"] / ref if ref else None
-        r["pct_of_copy"] = 100.0 * r["gbs"] / copy_gbs if copy_gbs else None
-    return out, copy_gbs
+        kern = [r["kernel"] for r in rows if r["backend"] == backend and r["kernel"] and "verdict" in r["kernel"]]
+        streaming = [r["kernel"]["pct_of_roofline"] for r in rows if r["backend"] == backend and r["kernel"]
+                     and "pct_of_roofline" in r["kernel"] and not r["kernel"]["cache_resident"]]
+        out.append({"backend": backend, "cells": len(kern),
+                    **{v: sum(k["verdict"] == v for k in kern) for v in ("faster", "no clear difference", "slower")},
+                    "roofline_median_pct": statistics.median(streaming) if streaming else None,
+                    "roofline_min_pct": min(streaming) if streaming else None})
+    return out
 
 
-def targets(table: list[dict[str, Any]], copy_gbs: Optional[float]) -> list[tuple[str, str, str]]:
-    """(target, verdict, evidence) for the issue's performance targets."""
-    def cells(backend: str, **where: str) -> list[dict[str, Any]]:
-        return [r for r in table if r["backend"] == backend and all(r[k] == v for k, v in where.items())]
-
-    result = []
-    c_all = [r for r in cells("cffi") if r["ratio_to_torch"] is not None]
-    if c_all:
-        worst = max(c_all, key=lambda r: r["ratio_to_torch"])
-        ok = worst["ratio_to_torch"] <= 1.0
-        result.append(("cffi at least as fast as torch on every shape and phase (ratio <= 1.0)",
-                       "MET" if ok else "MISSED",
-                       f"worst ratio {worst['ratio_to_torch']:.2f} on {worst['shape']} {worst['phase']}"))
-        big = [r for s in NCHW for r in cells("cffi", shape=s, phase="train_fwd") if r["ratio_to_torch"]]
-        if big:
-            worst_big = max(big, key=lambda r: r["ratio_to_torch"])
-            result.append(("cffi >= 1.5x faster than torch on the three NCHW training forwards (ratio <= 0.667)",
-                           "MET" if worst_big["ratio_to_torch"] <= 1 / 1.5 else "MISSED",
-                           ", ".join(f"{r['shape']}: {r['ratio_to_torch']:.2f}" for r in big)))
-        largest = cells("cffi", shape=LARGEST, phase="train_fwd")
-        if largest and copy_gbs:
-            pct = largest[0]["pct_of_copy"]
-            result.append((f"cffi >= 50% of copy bandwidth on {LARGEST} training forward",
-                           "MET" if pct >= 50 else "MISSED",
-                           f"{largest[0]['gbs']:.1f} GB/s effective = {pct:.0f}% of {copy_gbs:.1f} GB/s copy"))
-    n_all = [r for r in cells("numpy") if r["ratio_to_torch"] is not None]
-    if n_all:
-        worst = max(n_all, key=lambda r: r["ratio_to_torch"])
-        missed = [r for r in n_all if r["ratio_to_torch"] > 3.0]
-        result.append(("numpy within 3x of torch on every shape and phase (ratio <= 3.0)",
-                       "MET" if not missed else f"MISSED on {len(missed)} of {len(n_all)}",
-                       f"worst ratio {worst['ratio_to_torch']:.2f} on {worst['shape']} {worst['phase']}"))
-    return result
+def _ratio(m: Optional[dict[str, Any]]) -> str:
+    if not m or "ratio_to_torch" not in m:
+        return ""
+    lo, hi = m["interval"]
+    return f"{m['ratio_to_torch']:.2f} [{lo:.2f}, {hi:.2f}] {m['verdict']}"
 
 
-def markdown(meta: dict[str, Any], table: list[dict[str, Any]], copy_gbs: Optional[float]) -> str:
-    backends = list(dict.fromkeys(r["backend"] for r in table))
+def _roof(m: Optional[dict[str, Any]]) -> str:
+    if not m or "pct_of_roofline" not in m:
+        return ""
+    return f"cache-resident ({m['pct_of_roofline']:.0f}%)" if m["cache_resident"] else f"{m['pct_of_roofline']:.0f}%"
+
+
+def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], roof: Optional[dict[str, Any]]) -> str:
+    mach = meta["machine"]
     lines = [
         "# BatchNorm timing",
         "",
         f"bnconform {meta['suite_version']} ({meta['git_commit'][:12]}), {meta['date']}; CPU: {meta['cpu_model']} "
-        f"({meta['cpu_count']} logical CPUs); **{meta['threads']} threads for every backend** "
-        "(torch intra-op threads, the C kernel's OpenMP team; NumPy is single-threaded by nature). "
-        f"float32. Packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()) + ".",
+        f"({mach['cpu_count']} logical CPUs); **{meta['threads']} threads for every backend** "
+        "(torch intra-op threads, the C kernel's OpenMP team, NumPy's chunks). float32. Packages: "
+        + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()) + ".",
         "",
-        f"Copy bandwidth (same run, {LARGEST} float32, read + write): "
-        + (f"**{copy_gbs:.1f} GB/s**." if copy_gbs else "not measured."),
-        "",
-        "Effective GB/s = minimal bytes / median time, with minimal bytes per phase: "
-        "training forward reads x twice and writes y (3 tensors); eval forward reads x and writes y (2); "
-        "training forward+backward adds reading dy and x twice and writing dx (8 in all). "
-        "Ratio = median time / torch's median time on the same shape and phase (below 1 is faster). "
-        "min-max ms is the spread over the rounds: a difference inside it is noise.",
-        "",
-        "## Targets",
-        "",
-        tabulate(targets(table, copy_gbs), headers=["target", "status", "evidence"], tablefmt="github"),
+        f"Load average (1 min) {mach['load_before']:.2f} before, {mach['load_after']:.2f} after.",
         "",
     ]
-    shapes = [shape_id(sh) for sh in SHAPES]
+    if mach["busy"]:
+        lines += [f"**The machine was busy (load above its {mach['cpu_count']} CPUs): these figures are unreliable; "
+                  "run again on an idle machine.**", ""]
+    if roof:
+        lines += [
+            f"Roofline (same run, {roof['threads']} threads, {roof['buffer_bytes'] >> 20} MB float32): read "
+            f"**{roof['read_gbs']:.1f} GB/s** (a sum), write **{roof['write_gbs']:.1f} GB/s** (a fill), copy "
+            f"{roof['copy_gbs']:.1f} GB/s (one read + one write per element; {roof['copy_measured_s'] * 1e3:.1f} ms "
+            f"measured against {roof['copy_model_s'] * 1e3:.1f} ms from the read and write rates).",
+            "",
+        ]
+    lines += [
+        "Two comparisons per cell. **Kernel**: every backend writes into outputs allocated once (torch through "
+        "`native_batch_norm.out` and `native_batch_norm_backward.out`, a KernelModule backend through its "
+        "kernel's functions on recycled outputs). **As called**: the module as its users call it, its "
+        "allocations included; torch's module allocates a new output per call, page faults and all. "
+        "The headline is kernel against kernel; as called / kernel shows what the allocations cost.",
+        "",
+        "Ratio = the backend's median time / torch's in the same mode, rounds interleaved (each round times every "
+        "backend once, in a shuffled order); [95% interval] from a bootstrap over the paired rounds. An interval "
+        "that spans 1.0 reads *no clear difference*. % of roofline = the phase's least time at the measured read "
+        "and write rates (" + "; ".join(f"{p}: {d}" for p, d in meta["traffic_model"].items()) + ") / the median. "
+        "A cell whose tensor fits the last-level cache"
+        + (f" ({roof['cache_bytes'] >> 20} MB here)" if roof and roof.get("cache_bytes") else "")
+        + ", or that beats the memory bound, is *cache-resident*: its percentage is shown but bounds nothing, "
+        "and the verdicts below leave it out.",
+        "",
+        "## Verdicts against torch (kernel against kernel)",
+        "",
+    ]
+    summary = verdicts(rows)
+    if summary:
+        lines += [tabulate([[v["backend"], v["cells"], v["faster"], v["no clear difference"], v["slower"],
+                             "" if v["roofline_median_pct"] is None else f"{v['roofline_median_pct']:.0f}%",
+                             "" if v["roofline_min_pct"] is None else f"{v['roofline_min_pct']:.0f}%"]
+                            for v in summary],
+                           headers=["backend", "cells", "faster", "no clear difference", "slower",
+                                    "median % of roofline", "lowest % of roofline"], tablefmt="github"), ""]
+    else:
+        lines += ["No backend beside torch was timed.", ""]
     for phase in PHASES:
         body = []
-        for shape in shapes:
-            for b in backends:
-                cell = next((r for r in table if r["backend"] == b and r["shape"] == shape and r["phase"] == phase), None)
-                if cell is None:
-                    continue
-                body.append([
-                    shape, b, f"{cell['median_s'] * 1e3:.3f}",
-                    f"{cell['min_s'] * 1e3:.3f}-{cell['max_s'] * 1e3:.3f}",
-                    f"{cell['gbs']:.1f}",
-                    f"{cell['ratio_to_torch']:.2f}" if cell["ratio_to_torch"] is not None else "",
-                    f"{cell['pct_of_copy']:.0f}%" if cell["pct_of_copy"] is not None else "",
-                ])
+        for row in (r for r in rows if r["phase"] == phase):  # in the timing set's order
+            k, a = row["kernel"], row["as_called"]
+            body.append([
+                row["shape"], row["backend"],
+                f"{k['median_s'] * 1e3:.3f}" if k else f"skipped: {row['kernel_skipped']}",
+                _ratio(k), f"{k['gbs']:.1f}" if k else "", _roof(k),
+                f"{a['median_s'] * 1e3:.3f}" if a else f"skipped: {row['as_called_skipped']}",
+                _ratio(a), f"{row['as_called_over_kernel']:.2f}" if row.get("as_called_over_kernel") else "",
+            ])
         if body:
             lines += [f"## {phase}", ""]
-            lines += [tabulate(body, headers=["shape", "backend", "median ms", "min-max ms", "GB/s", "ratio to torch",
-                                              "% of copy"], tablefmt="github"), ""]
+            lines += [tabulate(body, headers=["shape", "backend", "kernel ms", "kernel ratio to torch [95%]",
+                                              "kernel GB/s", "% of roofline", "as called ms",
+                                              "as called ratio to torch [95%]", "as called / kernel"],
+                               tablefmt="github"), ""]
     return "\n".join(lines)
 
 
-def write(bench_json: Path, out_dir: Path, threads: int, backends: list[str]) -> list[Path]:
-    """Merge run metadata and the derived table into timing.json; write timing.md."""
-    bench = json.loads(Path(bench_json).read_text())
-    for b in bench.get("benchmarks", []):
-        b["stats"].pop("data", None)  # every round's time: megabytes, and the statistics say it all
-    meta = metadata(threads, backends)
-    table, copy_gbs = rows(bench)
-    bench["bnconform"] = {"metadata": meta, "copy_gbs": copy_gbs, "table": table,
-                          "targets": [dict(zip(("target", "status", "evidence"), t)) for t in targets(table, copy_gbs)]}
+def sweep(records: list[dict[str, Any]], roof: Optional[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The --sweep points: per backend, phase and size (or thread count), the kernel's median
+    time, GB/s and the roofline's least time for the same traffic."""
+    out: dict[str, list[dict[str, Any]]] = {"sizes": [], "threads": []}
+    for cell in records:
+        if cell["kind"] not in ("sweep_size", "sweep_threads"):
+            continue
+        for label, stats in cell["results"].items():
+            point = {"backend": label.split("|")[0], "shape": cell["shape"], "phase": cell["phase"],
+                     "bytes": cell["tensor_bytes"], "median_s": stats["median"],
+                     "gbs": (cell["bytes_read"] + cell["bytes_written"]) / stats["median"] / 1e9,
+                     "bound_s": bound_s(roof, cell["bytes_read"], cell["bytes_written"]) if roof else None}
+            if cell["kind"] == "sweep_size":
+                out["sizes"].append(point)
+            else:
+                out["threads"].append({**point, "threads": cell["threads"]})
+    return out
+
+
+def sweep_markdown(points: dict[str, list[dict[str, Any]]]) -> str:
+    """The --sweep points as tables (timing.html draws them)."""
+    lines: list[str] = []
+    for phase in PHASES:
+        by_size = [p for p in points["sizes"] if p["phase"] == phase]
+        if by_size:
+            lines += ["", f"## Sweep over tensor size: {phase} (kernel)", ""]
+            lines += [tabulate([[f"{p['bytes'] / 1024:.0f} KB", p["backend"], f"{p['median_s'] * 1e3:.4f}",
+                                 f"{p['gbs']:.2f}", "" if p["bound_s"] is None else f"{p['bound_s'] * 1e3:.4f}"]
+                                for p in by_size],
+                               headers=["x", "backend", "ms", "GB/s", "roofline ms"], tablefmt="github")]
+        by_threads = [p for p in points["threads"] if p["phase"] == phase]
+        if by_threads:
+            lines += ["", f"## Sweep over threads: {phase}, {by_threads[0]['shape']} (kernel)", ""]
+            lines += [tabulate([[p["threads"], p["backend"], f"{p['median_s'] * 1e3:.3f}", f"{p['gbs']:.2f}"]
+                                for p in by_threads], headers=["threads", "backend", "ms", "GB/s"], tablefmt="github")]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def benchmarks(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """pytest-benchmark's per-benchmark entries (name, group, extra_info, stats with every round)."""
+    out = []
+    for cell in (r for r in records if r["kind"] == "cell"):
+        for label, stats in cell["results"].items():
+            backend, mode = label.split("|")
+            out.append({"name": f"{backend}-{cell['shape']}-{cell['phase']}-{mode}",
+                        "group": f"{cell['shape']}-{cell['phase']}",
+                        "extra_info": {"backend": backend, "shape": cell["shape"], "phase": cell["phase"],
+                                       "mode": mode, "bytes_read": cell["bytes_read"],
+                                       "bytes_written": cell["bytes_written"]},
+                        "stats": stats})
+    return out
+
+
+def write(raw: Path, out_dir: Path, threads: int, backends: list[str], machine: dict[str, Any]) -> list[Path]:
+    """timing.json (pytest-benchmark's `benchmarks` plus bnconform's table) and timing.md."""
+    records = [json.loads(line) for line in Path(raw).read_text(encoding="utf-8").splitlines() if line.strip()]
+    meta = metadata(threads, backends, machine)
+    rows, roof = table(records, backends)
+    points = sweep(records, roof)
+    data = {"benchmarks": benchmarks(records),
+            "bnconform": {"metadata": meta, "roofline": roof, "table": rows, "verdicts": verdicts(rows),
+                          "sweep": points}}
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "timing.json", out_dir / "timing.md"
-    json_path.write_text(json.dumps(bench, indent=2) + "\n")
-    md_path.write_text(markdown(meta, table, copy_gbs))
+    json_path.write_text(json.dumps(data, indent=2) + "\n")
+    md_path.write_text(markdown(meta, rows, roof) + sweep_markdown(points))
     return [json_path, md_path]
