@@ -202,6 +202,23 @@ class Pollutes(NumpyBackend):
         return super().create(config)
 
 
+class AllocatesPerCall(NumpyBackend):
+    """Not broken: the NumPy backend whose module, as called, also allocates and first-touches
+    256 MB per forward, as an allocator without reuse would; its kernel is numpy's own
+    (tests/test_timing.py: the kernel comparison must not see the allocation)."""
+
+    def create(self, config: ModuleConfig) -> KernelModule:
+        module = super().create(config)
+        forward = module.forward
+
+        def allocating_forward(x: np.ndarray) -> np.ndarray:
+            np.ones(64 << 20, np.float32)  # 256 MB: mapped, page-faulted in, released
+            return forward(x)
+
+        module.forward = allocating_forward  # type: ignore[method-assign]
+        return module
+
+
 segfault = Segfault()
 exit_zero = ExitZero()
 system_exit = RaisesSystemExit()
@@ -330,3 +347,4 @@ class IgnoresStrides(NumpyBackend):
 contiguous_output = ContiguousOutput()
 output_in_float32 = OutputInFloat32()
 ignores_strides = IgnoresStrides()
+allocates_per_call = AllocatesPerCall(name="allocates_per_call")

@@ -7,6 +7,8 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from bnconform.runners.reports.compare import compare_timing, markdown
 from bnconform.runners.reports.html import page
 from bnconform.runners.reports.results import RunReport
@@ -50,17 +52,34 @@ def test_comparing_different_kinds_is_a_usage_error() -> None:
     assert proc.returncode == 2 and "cannot compare" in proc.stderr
 
 
-def _timing(median: float, spread: float) -> dict:
-    return {"benchmarks": [{"extra_info": {"backend": "cffi", "shape": "4x8x4x4", "phase": "eval_fwd"},
-                            "stats": {"median": median, "min": median * (1 - spread / 2), "max": median * (1 + spread / 2)}}]}
+def _timing(rounds: list[float], busy: bool = False) -> dict:
+    stats = {"median": sorted(rounds)[len(rounds) // 2], "data": rounds}
+    return {"benchmarks": [{"extra_info": {"backend": "cffi", "shape": "4x8x4x4", "phase": "eval_fwd", "mode": "kernel"},
+                            "stats": stats}],
+            "bnconform": {"metadata": {"machine": {"busy": busy}}}}
 
 
-def test_timing_regressions_against_threshold_with_noise() -> None:
-    slower = compare_timing(_timing(1.0, 0.02), _timing(1.25, 0.02), threshold=0.10)
-    assert slower["regressions"] == 1 and not slower["rows"][0]["within_noise"]
-    jitter = compare_timing(_timing(1.0, 0.30), _timing(1.05, 0.30), threshold=0.10)
-    assert jitter["regressions"] == 0 and jitter["rows"][0]["within_noise"]
-    assert "REGRESSION" in markdown(slower) and "jitter" in markdown(jitter)
+def test_timing_regressions_need_the_interval_above_the_threshold() -> None:
+    steady = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 1.01]
+    slower = compare_timing(_timing(steady), _timing([1.25 * t for t in steady]), threshold=0.10)
+    assert slower["regressions"] == 1 and slower["rows"][0]["interval"][0] > 1.10
+    # a 5% slowdown that the interval is sure of is below the threshold: no regression
+    slight = compare_timing(_timing(steady), _timing([1.05 * t for t in steady]), threshold=0.10)
+    assert slight["regressions"] == 0 and not slight["rows"][0]["no_clear_change"]
+    # a median 30% slower on rounds that swing by 2x: the interval spans 1.0, no clear change
+    noisy = [1.0, 2.0, 0.9, 1.9, 1.0, 2.1, 0.95, 1.3]
+    unclear = compare_timing(_timing(noisy), _timing([0.8, 2.4, 1.5, 1.2, 2.6, 1.0, 1.4, 1.1]), threshold=0.10)
+    assert unclear["regressions"] == 0 and unclear["rows"][0]["no_clear_change"]
+    assert "REGRESSION" in markdown(slower) and "no clear change" in markdown(unclear)
+    busy = compare_timing(_timing(steady), _timing(steady, busy=True), threshold=0.10)
+    assert "machine was busy during the new run" in markdown(busy)
+
+
+def test_a_timing_report_without_its_rounds_is_refused_by_name() -> None:
+    old = {"benchmarks": [{"extra_info": {"backend": "cffi", "shape": "4x8x4x4", "phase": "eval_fwd"},
+                           "stats": {"median": 1.0, "min": 1.0, "max": 1.0}}]}
+    with pytest.raises(ValueError, match="without its rounds"):
+        compare_timing(old, _timing([1.0] * 5), threshold=0.10)
 
 
 class _Rows(HTMLParser):

@@ -1,53 +1,91 @@
-"""The timing report: pytest-benchmark runs, both files are written, targets are judged."""
+"""The timing report: both comparisons per cell, intervals and verdicts, the roofline, the
+machine's state, no project targets; the kernel comparison is blind to allocation."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from bnconform.runners.reports.timing import rows, targets
+from bnconform.runners.bench.intervals import paired_ratio, verdict
+from bnconform.runners.reports.timing import markdown, metadata, table
 from tests.helpers import ROOT
 
 
-def test_bench_writes_json_and_markdown(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bnconform", "bench", "--shape", "4x8x4x4", "--max-time", "0.01", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )
+def bench(tmp_path: Path, *args: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "bnconform", "bench", "--out", str(tmp_path), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    data = json.loads((tmp_path / "timing.json").read_text())
-    assert "benchmarks" in data and "machine_info" in data  # pytest-benchmark's own JSON
-    meta = data["bnconform"]["metadata"]
-    assert meta["threads"] >= 1 and meta["cpu_model"] and meta["packages"]["torch"].startswith("2.13.0")
-    table = data["bnconform"]["table"]
-    assert {r["backend"] for r in table} >= {"torch", "numpy"}
-    assert {r["phase"] for r in table} == {"train_fwd", "eval_fwd", "train_fwd_bwd"}
-    assert all(r["ratio_to_torch"] > 0 and r["gbs"] > 0 for r in table)
-    assert data["bnconform"]["copy_gbs"] > 0
+    return json.loads((tmp_path / "timing.json").read_text())
+
+
+def test_bench_writes_both_comparisons_intervals_and_the_roofline(tmp_path: Path) -> None:
+    data = bench(tmp_path, "--shape", "4x8x4x4", "--max-time", "0.05")
+    b = data["bnconform"]
+    assert all("data" in e["stats"] and e["stats"]["rounds"] >= 5 for e in data["benchmarks"])  # every round kept
+    assert {e["extra_info"]["mode"] for e in data["benchmarks"]} == {"kernel", "as_called"}
+    machine = b["metadata"]["machine"]
+    assert machine["cpu_count"] >= 1 and machine["load_before"] >= 0 and isinstance(machine["busy"], bool)
+    roof = b["roofline"]
+    assert roof["read_gbs"] > 0 and roof["write_gbs"] > 0 and roof["copy_gbs"] > 0
+    rows = b["table"]
+    assert {(r["backend"], r["phase"]) for r in rows} == {(x, p) for x in ("torch", "numpy", "cffi")
+                                                          for p in ("train_fwd", "eval_fwd", "train_fwd_bwd")}
+    for r in rows:
+        for mode in ("kernel", "as_called"):
+            m = r[mode]
+            assert m["median_s"] > 0 and m["pct_of_roofline"] > 0
+            if r["backend"] != "torch":
+                lo, hi = m["interval"]
+                assert lo <= m["ratio_to_torch"] <= hi and m["verdict"] == verdict(lo, hi)
     md = (tmp_path / "timing.md").read_text()
-    assert "threads for every backend" in md and "## Targets" in md and "ratio to torch" in md
+    assert "Verdicts against torch (kernel against kernel)" in md and "Roofline (same run" in md
+    assert "Target" not in md and "MET" not in md  # no project targets in a user's report
 
 
-def _bench(cells: list[tuple[str, str, str, float]], copy_s: float) -> dict:
-    out = [{"extra_info": {"backend": "copy", "shape": "", "phase": "copy", "bytes": 2e9},
-            "stats": {"median": copy_s, "min": copy_s, "max": copy_s, "rounds": 5}}]
-    for backend, shape, phase, median in cells:
-        out.append({"extra_info": {"backend": backend, "shape": shape, "phase": phase, "bytes": 1e9},
-                    "stats": {"median": median, "min": median, "max": median, "rounds": 5}})
-    return {"benchmarks": out}
+def test_the_kernel_comparison_does_not_see_an_allocation_the_module_makes(tmp_path: Path) -> None:
+    data = bench(tmp_path, "--backend", "numpy", "--backend", "tests.broken_backends:allocates_per_call",
+                 "--shape", "256x1024", "--max-time", "0.2")
+    rows = {(r["backend"], r["phase"]): r for r in data["bnconform"]["table"]}
+    for phase in ("train_fwd", "eval_fwd", "train_fwd_bwd"):
+        plain, alloc = rows[("numpy", phase)], rows[("tests.broken_backends:allocates_per_call", phase)]
+        # 256 MB page-faulted per call against a 1 MB kernel: far slower as called ...
+        assert alloc["as_called"]["median_s"] > 5 * plain["as_called"]["median_s"], phase
+        # ... and the same kernel, interleaved with it, when compared kernel against kernel
+        assert 0.5 < alloc["kernel"]["median_s"] / plain["kernel"]["median_s"] < 2.0, phase
 
 
-def test_targets_are_judged_from_ratios() -> None:
-    cells = []
-    for shape in ("32x256x14x14", "32x64x56x56", "32x64x112x112"):
-        cells += [("torch", shape, "train_fwd", 1.0), ("cffi", shape, "train_fwd", 0.5), ("numpy", shape, "train_fwd", 2.0)]
-    table, copy_gbs = rows(_bench(cells, copy_s=0.1))  # copy: 20 GB/s
-    verdicts = {t[0].split(" ")[0] + str(i): t[1] for i, t in enumerate(targets(table, copy_gbs))}
-    assert list(verdicts.values()) == ["MET", "MET", "MISSED", "MET"]  # cffi 2 GB/s is 10% of copy
-    slow = cells + [("torch", "4x8x4x4", "eval_fwd", 1.0), ("cffi", "4x8x4x4", "eval_fwd", 1.2),
-                    ("numpy", "4x8x4x4", "eval_fwd", 3.5)]
-    table, copy_gbs = rows(_bench(slow, copy_s=0.1))
-    result = targets(table, copy_gbs)
-    assert result[0][1] == "MISSED" and "4x8x4x4 eval_fwd" in result[0][2]
-    assert result[3][1].startswith("MISSED on 1")
+def test_a_ratio_interval_and_its_verdict() -> None:
+    torch_rounds = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1.02, 0.98]
+    faster = paired_ratio([0.5 * t for t in torch_rounds], torch_rounds)
+    assert faster[0] == 0.5 and faster[1] <= 0.5 <= faster[2] and verdict(*faster[1:]) == "faster"
+    same = paired_ratio([1.2, 0.8, 1.1, 0.9, 1.0, 1.15, 0.85, 1.0], torch_rounds)
+    assert same[1] < 1.0 < same[2] and verdict(*same[1:]) == "no clear difference"
+    assert verdict(1.1, 1.3) == "slower"
+
+
+def _records(load: float) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    roof = {"kind": "roofline", "threads": 2, "buffer_bytes": 256 << 20, "cache_bytes": 1 << 20, "read_gbs": 10.0,
+            "write_gbs": 5.0, "copy_gbs": 6.0, "copy_model_s": 0.08, "copy_measured_s": 0.09}
+    stats = lambda t: {"median": t, "min": t, "max": t, "rounds": 5, "loops": 1, "data": [t] * 5}
+    # 40 MB x, train_fwd reads 80 MB and writes 40 MB: the bound is 8 ms + 8 ms = 16 ms
+    cell = {"kind": "cell", "shape": "big", "phase": "train_fwd", "bytes_read": 80e6, "bytes_written": 40e6,
+            "tensor_bytes": 40e6, "skipped": {},
+            "results": {"torch|kernel": stats(0.032), "cffi|kernel": stats(0.020), "torch|as_called": stats(0.05),
+                        "cffi|as_called": stats(0.021)}}
+    machine = {"cpu_count": 2, "load_before": load, "load_after": 0.5}
+    rows, roofline = table([roof, cell], ["torch", "cffi"])
+    return metadata(2, ["torch", "cffi"], machine), rows, roofline or {}
+
+
+def test_roofline_share_and_a_busy_machine_are_stated() -> None:
+    meta, rows, roof = _records(load=3.5)
+    cffi = next(r for r in rows if r["backend"] == "cffi")
+    assert abs(cffi["kernel"]["pct_of_roofline"] - 80.0) < 1e-9 and not cffi["kernel"]["cache_resident"]
+    assert abs(cffi["kernel"]["ratio_to_torch"] - 0.625) < 1e-12 and cffi["kernel"]["verdict"] == "faster"
+    assert abs(cffi["as_called_over_kernel"] - 1.05) < 1e-12
+    md = markdown(meta, rows, roof)
+    assert "The machine was busy (load above its 2 CPUs)" in md and "80%" in md
+    idle_meta, rows, roof = _records(load=0.3)
+    assert "busy" not in markdown(idle_meta, rows, roof).lower()

@@ -128,3 +128,33 @@ def test_each_backend_shows_its_conventions_and_reasons(tmp_path: Path) -> None:
         browser.close()
     assert "toggling=legacy" in legacy and "deviates" in legacy
     assert "xfailed (16): we divide by n, on purpose" in biased
+
+
+def test_timing_page_draws_the_sweep_charts(tmp_path: Path) -> None:
+    """`bnconform bench --sweep --html`: the ratio chart and the cost curves render as drawn SVG."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "bnconform", "bench", "--shape", "4x8x4x4", "--sweep", "--max-time",
+                           "0.02", "--html", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    errors: list[str] = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.goto((tmp_path / "timing.html").as_uri())
+        sweep = tab.locator("#sweep-chart svg")
+        box = sweep.bounding_box()
+        # three phases x (time, GB/s, threads) panels: matplotlib draws each as an axes group
+        panels = tab.locator("#sweep-chart svg g[id^='axes_']").count()
+        lines = tab.locator("#sweep-chart svg g[id^='line2d_'] path").count()
+        ratio = tab.locator("#timing-chart svg").bounding_box()
+        shot = ROOT / "reports" / "timing-sweep.png"
+        tab.locator("#sweep-chart").screenshot(path=str(shot))
+        browser.close()
+    assert errors == []
+    assert box is not None and box["width"] > 600 and box["height"] > 600
+    assert ratio is not None and ratio["height"] > 200
+    assert panels == 9 and lines > 50  # curves per backend, the roofline, the gridlines and ticks
+    assert shot.stat().st_size > 20_000
