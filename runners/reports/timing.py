@@ -117,8 +117,8 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], roof: Optional[di
                   "run again on an idle machine.**", ""]
     if roof:
         lines += [
-            f"Roofline (same run, {roof['threads']} threads, {roof['buffer_bytes'] >> 20} MB float32): read "
-            f"**{roof['read_gbs']:.1f} GB/s** (a sum), write **{roof['write_gbs']:.1f} GB/s** (a fill), copy "
+            f"Roofline (same run, {roof['threads']} threads, {roof['buffer_bytes'] >> 20} MB float32, best round): "
+            f"read **{roof['read_gbs']:.1f} GB/s** (a sum), write **{roof['write_gbs']:.1f} GB/s** (a fill), copy "
             f"{roof['copy_gbs']:.1f} GB/s (one read + one write per element; {roof['copy_measured_s'] * 1e3:.1f} ms "
             f"measured against {roof['copy_model_s'] * 1e3:.1f} ms from the read and write rates).",
             "",
@@ -132,8 +132,9 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], roof: Optional[di
         "",
         "Ratio = the backend's median time / torch's in the same mode, rounds interleaved (each round times every "
         "backend once, in a shuffled order); [95% interval] from a bootstrap over the paired rounds. An interval "
-        "that spans 1.0 reads *no clear difference*. % of roofline = the phase's least time at the measured read "
-        "and write rates (" + "; ".join(f"{p}: {d}" for p, d in meta["traffic_model"].items()) + ") / the median. "
+        "that spans 1.0 reads *no clear difference*. % of roofline = the phase's least time (the longer of its "
+        "reads at the read rate and its writes at the write rate, for its compulsory traffic: "
+        + "; ".join(f"{p}: {d}" for p, d in meta["traffic_model"].items()) + ") / the median. "
         "A cell whose tensor fits the last-level cache"
         + (f" ({roof['cache_bytes'] >> 20} MB here)" if roof and roof.get("cache_bytes") else "")
         + ", or that beats the memory bound, is *cache-resident*: its percentage is shown but bounds nothing, "
