@@ -89,3 +89,14 @@ def test_roofline_share_and_a_busy_machine_are_stated() -> None:
     assert "The machine was busy (load above its 2 CPUs)" in md and "80%" in md
     idle_meta, rows, roof = _records(load=0.3)
     assert "busy" not in markdown(idle_meta, rows, roof).lower()
+
+
+def test_a_backend_that_raises_costs_only_its_own_cells(tmp_path: Path) -> None:
+    data = bench(tmp_path, "--backend", "numpy", "--backend", "tests.broken_backends:system_exit",
+                 "--shape", "4x8x4x4", "--max-time", "0.02")
+    rows = {(r["backend"], r["phase"]): r for r in data["bnconform"]["table"]}
+    for phase in ("train_fwd", "eval_fwd", "train_fwd_bwd"):
+        broken = rows[("tests.broken_backends:system_exit", phase)]
+        assert broken["as_called"] is None and broken["as_called_skipped"].startswith("raised SystemExit")
+        assert rows[("numpy", phase)]["as_called"]["median_s"] > 0 and rows[("torch", phase)]["kernel"]["median_s"] > 0
+    assert "skipped: raised SystemExit" in (tmp_path / "timing.md").read_text()

@@ -101,7 +101,7 @@ def _timed(config: pytest.Config, shape: tuple[int, ...], phase: str, modes: tup
                 fn, why = callable_for(name, shape, phase, mode, variant)
                 if fn is not None:
                     fn()  # a backend that raises is found here, before the timed rounds
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a Ctrl-C still stops the run
                 fn, why = None, f"raised {type(exc).__name__}: {exc}"
             if fn is None:
                 skipped[label] = why or "no callable"
