@@ -275,6 +275,8 @@ def _load(value: Any) -> str:
 
 
 def timing_section(timing: dict[str, Any]) -> str:
+    from bnconform.runners.reports.timing import CELL_HEADERS
+
     b = timing.get("bnconform", {})
     meta = b.get("metadata", {})
     mach = meta.get("machine", {})
@@ -300,7 +302,16 @@ roofline {_e(roofline)}; commit {_e(meta.get('git_commit', '?'))}.</p>
 {sweep}
 <table><thead><tr><th>backend</th><th>cells</th><th>faster</th><th>no clear difference</th><th>slower</th>
 <th>median % of roofline</th><th>lowest % of roofline</th></tr></thead><tbody>{verdicts}</tbody></table>
+<h3>Every cell: kernel against kernel, and as called</h3>
+<div id="timing-cells">{_table(_cell_rows(b.get('table', [])), ["phase", *CELL_HEADERS])}</div>
 """
+
+
+def _cell_rows(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """timing.md's per-cell columns, for the page."""
+    from bnconform.runners.reports.timing import CELL_HEADERS, cell_values
+
+    return [{"phase": r["phase"], **dict(zip(CELL_HEADERS, cell_values(r)))} for r in table]
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:

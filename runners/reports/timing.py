@@ -154,23 +154,26 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], roof: Optional[di
     else:
         lines += ["No backend beside torch was timed.", ""]
     for phase in PHASES:
-        body = []
-        for row in (r for r in rows if r["phase"] == phase):  # in the timing set's order
-            k, a = row["kernel"], row["as_called"]
-            body.append([
-                row["shape"], row["backend"],
-                f"{k['median_s'] * 1e3:.3f}" if k else f"skipped: {row['kernel_skipped']}",
-                _ratio(k), f"{k['gbs']:.1f}" if k else "", _roof(k),
-                f"{a['median_s'] * 1e3:.3f}" if a else f"skipped: {row['as_called_skipped']}",
-                _ratio(a), f"{row['as_called_over_kernel']:.2f}" if row.get("as_called_over_kernel") else "",
-            ])
+        body = [cell_values(row) for row in rows if row["phase"] == phase]  # in the timing set's order
         if body:
-            lines += [f"## {phase}", ""]
-            lines += [tabulate(body, headers=["shape", "backend", "kernel ms", "kernel ratio to torch [95%]",
-                                              "kernel GB/s", "% of roofline", "as called ms",
-                                              "as called ratio to torch [95%]", "as called / kernel"],
-                               tablefmt="github"), ""]
+            lines += [f"## {phase}", "", tabulate(body, headers=CELL_HEADERS, tablefmt="github"), ""]
     return "\n".join(lines)
+
+
+CELL_HEADERS = ["shape", "backend", "kernel ms", "kernel ratio to torch [95%]", "kernel GB/s", "% of roofline",
+                "as called ms", "as called ratio to torch [95%]", "as called / kernel"]
+
+
+def cell_values(row: dict[str, Any]) -> list[str]:
+    """One cell's columns (CELL_HEADERS), for timing.md and timing.html alike."""
+    k, a = row.get("kernel"), row.get("as_called")
+    return [
+        row["shape"], row["backend"],
+        f"{k['median_s'] * 1e3:.3f}" if k else f"skipped: {row.get('kernel_skipped')}",
+        _ratio(k), f"{k['gbs']:.1f}" if k else "", _roof(k),
+        f"{a['median_s'] * 1e3:.3f}" if a else f"skipped: {row.get('as_called_skipped')}",
+        _ratio(a), f"{row['as_called_over_kernel']:.2f}" if row.get("as_called_over_kernel") else "",
+    ]
 
 
 def sweep(records: list[dict[str, Any]], roof: Optional[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
