@@ -59,13 +59,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="module with MUTANTS and CAUSE (default: the corpus shipped with bnconform)")
     mut.add_argument("--mutant", action="append", default=[], metavar="NAME", help="only this mutant (repeatable)")
     options.add_cli_options(mut, MUTANTS)
-    options.add_cli_options(sub.add_parser(BENCH, help="time every backend with pytest-benchmark; write timing.json "
-                                                       "and timing.md"), BENCH)
+    options.add_cli_options(sub.add_parser(BENCH, help="time every backend against torch, kernel against kernel and "
+                                                      "as called; write timing.json and timing.md"), BENCH)
     cmp_ = sub.add_parser("compare", help="what changed between two conformance (or two timing) reports")
     cmp_.add_argument("base", metavar="BASE", help="the earlier conformance.json or timing.json")
     cmp_.add_argument("new", metavar="NEW", help="the later report of the same kind")
-    cmp_.add_argument("--threshold", type=float, default=0.10, metavar="F",
-                      help="timing: a slowdown beyond this fraction, with 95%% confidence, is a regression (default 0.10)")
+    cmp_.add_argument("--threshold", type=float, default=0.0, metavar="F",
+                      help="timing: a slowdown the 95%% interval is sure of is a regression; with F, only one sure to "
+                      "exceed F (e.g. 0.05)")
     cmp_.add_argument("--allow-removed", action="store_true",
                       help="conformance: cells missing from NEW, or skipped in NEW but run in BASE, are not regressions")
     cmp_.add_argument("--json", metavar="FILE", help="also write the diff as JSON")
@@ -238,7 +239,9 @@ def bench(args: argparse.Namespace) -> int:
         import torch
 
         threads = torch.get_num_threads()
-    machine = {"cpu_count": os.cpu_count() or 1, "load_before": os.getloadavg()[0]}
+    from bnconform.runners.bench import allocator
+
+    machine = {"cpu_count": os.cpu_count() or 1, "load_before": os.getloadavg()[0], "allocator_managed": allocator.managed()}
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "bench.jsonl"
         raw.touch()

@@ -66,6 +66,8 @@ def test_timing_regressions_need_the_interval_above_the_threshold() -> None:
     # a 5% slowdown that the interval is sure of is below the threshold: no regression
     slight = compare_timing(_timing(steady), _timing([1.05 * t for t in steady]), threshold=0.10)
     assert slight["regressions"] == 0 and not slight["rows"][0]["no_clear_change"]
+    # without a threshold (the default) a slowdown the interval is sure of is a regression
+    assert compare_timing(_timing(steady), _timing([1.05 * t for t in steady]), threshold=0.0)["regressions"] == 1
     # a median 30% slower on rounds that swing by 2x: the interval spans 1.0, no clear change
     noisy = [1.0, 2.0, 0.9, 1.9, 1.0, 2.1, 0.95, 1.3]
     unclear = compare_timing(_timing(noisy), _timing([0.8, 2.4, 1.5, 1.2, 2.6, 1.0, 1.4, 1.1]), threshold=0.10)

@@ -4,10 +4,12 @@ once, so that a ratio compares kernels and not allocators.
 torch's module allocates a new output per call; above glibc's mmap threshold every call
 page-faults it in, which can cost more than the kernel. Here torch runs the kernels its module
 dispatches to on CPU (aten::native_batch_norm and native_batch_norm_backward) through their
-`.out` variants. A KernelModule backend (numpy, cffi, ...) runs its kernel's functions
-directly; their outputs come from the kernel's OutputRecycler, which hands back the same
-arrays once the previous call's are dropped (these callables drop them), so after the warm-up
-call nothing is allocated either. A backend with neither has no kernel entry point: its cells
+`.out` variants (the backward's still computes into temporaries and copies them out: see
+allocator.py for how those are kept off the clock's page faults). A KernelModule backend
+(numpy, cffi, ...) runs its kernel's functions directly; their outputs come from the kernel's
+OutputRecycler, which hands back the same arrays once the previous call's are dropped (these
+callables drop them), so no output is allocated after the warm-up call (a kernel's own
+working arrays are part of its cost). A backend with neither has no kernel entry point: its cells
 are skipped in this comparison with that reason and timed as called only.
 """
 from __future__ import annotations

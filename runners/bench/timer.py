@@ -13,11 +13,12 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from pytest_benchmark.stats import Stats
 
-MIN_ROUNDS = 5
+# A percentile bootstrap of a median needs more than a handful of rounds to cover its 95%.
+MIN_ROUNDS = 10
 MAX_ROUNDS = 200
 # A sample is at least this long: a tiny call is repeated `loops` times per round, so that the
 # clock's resolution and the loop's own overhead stay below 1% of a sample.
@@ -39,10 +40,13 @@ class Timings:
 
 
 def interleaved(candidates: dict[str, Callable[[], Any]], max_time: float, min_rounds: int = MIN_ROUNDS,
-                seed: int = 0) -> Timings:
-    """Time each candidate once per round, rounds until `max_time` seconds (at least `min_rounds`)."""
+                seed: int = 0, prepare: Optional[dict[str, Callable[[], None]]] = None) -> Timings:
+    """Time each candidate once per round, rounds until `max_time` seconds (at least `min_rounds`).
+    `prepare[name]`, if given, runs before each of that candidate's samples, outside the clock."""
     out = Timings()
+    prepare = prepare or {}
     for name, fn in candidates.items():
+        prepare.get(name, _nothing)()
         fn()  # warm-up: first-touch page faults, thread pools, lazy initialisation
         t0 = time.perf_counter()
         fn()
@@ -59,6 +63,7 @@ def interleaved(candidates: dict[str, Callable[[], Any]], max_time: float, min_r
             rng.shuffle(order)
             for name in order:
                 fn, loops = candidates[name], out.loops[name]
+                prepare.get(name, _nothing)()
                 t0 = time.perf_counter()
                 for _ in range(loops):
                     fn()
@@ -67,3 +72,7 @@ def interleaved(candidates: dict[str, Callable[[], Any]], max_time: float, min_r
         if was_enabled:
             gc.enable()
     return out
+
+
+def _nothing() -> None:
+    pass

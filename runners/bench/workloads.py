@@ -42,6 +42,8 @@ THREAD_SWEEP_SHAPE: tuple[int, ...] = (32, 64, 112, 112)
 # the caches, so it cannot reach 100% there: the roofline says what memory allows, not what a
 # given algorithm needs.
 TRAFFIC: dict[str, tuple[int, int]] = {"train_fwd": (1, 1), "eval_fwd": (1, 1), "train_fwd_bwd": (3, 2)}
+# Distinct tensors a phase touches (x, y; and dy, dx): what must fit the cache for it not to stream.
+TOUCHED = {"train_fwd": 2, "eval_fwd": 2, "train_fwd_bwd": 4}
 MODES = ("kernel", "as_called")
 THREADS: dict[str, int] = {}
 

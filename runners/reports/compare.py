@@ -3,8 +3,8 @@
 Conformance reports: cases newly failing (the regressions), newly passing, added, removed,
 other outcome changes, changed diagnoses. Timing reports: per backend x shape x phase x mode,
 the ratio of medians new/base with a 95% bootstrap interval over both runs' rounds; a
-regression is a slowdown beyond the threshold that the interval is sure of (its lower end above
-1 + threshold), and an interval spanning 1.0 is no clear change. Markdown for a pull-request
+regression is a slowdown the interval is sure of (its lower end above 1, or above 1 + threshold
+when one is given), and an interval spanning 1.0 is no clear change. Markdown for a pull-request
 comment, JSON for tools.
 """
 from __future__ import annotations
@@ -105,7 +105,7 @@ def compare_timing(base: dict[str, Any], new: dict[str, Any], threshold: float) 
             "removed": [list(k) for k in old if k not in cur], "regressions": sum(r["regression"] for r in rows)}
 
 
-def compare(base_path: Path, new_path: Path, threshold: float = 0.10, allow_removed: bool = False) -> dict[str, Any]:
+def compare(base_path: Path, new_path: Path, threshold: float = 0.0, allow_removed: bool = False) -> dict[str, Any]:
     base, new = load(base_path), load(new_path)
     kb, kn = kind(base), kind(new)
     if kb != kn:
@@ -141,9 +141,8 @@ def markdown(diff: dict[str, Any]) -> str:
                 + _section("Other outcome changes", diff["changed"], cols[:4])
                 + _section("Added", diff["added"], cols[:2] + ["new"]))
         return "\n".join(head + (body or ["Nothing changed."]))
-    head += [f"threshold {diff['threshold']:.0%}: **{diff['regressions']} regression(s)** (slower by more than the "
-             "threshold with 95% confidence: the interval's lower end above 1 + threshold). An interval spanning "
-             "1.0 is no clear change.", ""]
+    head += [f"**{diff['regressions']} regression(s)**: slower with 95% confidence (the interval's lower end above "
+             f"{1 + diff['threshold']:.2f}). An interval spanning 1.0 is no clear change.", ""]
     if diff["busy"]:
         head += [f"**The machine was busy during the {' and '.join(diff['busy'])} run: the comparison is unreliable.**", ""]
     table = [[r["backend"], r["shape"], r["phase"], r["mode"], f"{r['base_median_s'] * 1e3:.3f}",

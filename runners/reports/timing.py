@@ -17,15 +17,15 @@ from tabulate import tabulate
 from bnconform.cases.loader import BUILTIN_SPECS, spec_files
 from bnconform.runners.bench.intervals import paired_ratio, verdict
 from bnconform.runners.bench.roofline import bound_s
-from bnconform.runners.bench.workloads import MODES, PHASES, TRAFFIC
+from bnconform.runners.bench.workloads import MODES, PHASES, TOUCHED, TRAFFIC
 from bnconform.runners.reports.metadata import run_metadata
 
 REFERENCE = "torch"
 
 
 def metadata(threads: int, backends: list[str], machine: dict[str, Any]) -> dict[str, Any]:
-    cpus = machine["cpu_count"]
-    busy = max(machine["load_before"], machine["load_after"]) > cpus
+    # Others' load: the average before the run, and after it less the bench's own threads.
+    busy = max(machine["load_before"], machine["load_after"] - threads) > machine["cpu_count"]
     return {
         **run_metadata(spec_files([BUILTIN_SPECS]), thread_count=threads),
         "backends": backends,
@@ -47,7 +47,8 @@ def _mode_row(cell: dict[str, Any], backend: str, mode: str, roof: Optional[dict
         row.update(ratio_to_torch=ratio, interval=[lo, hi], verdict=verdict(lo, hi))
     if roof:
         pct = 100.0 * bound_s(roof, cell["bytes_read"], cell["bytes_written"]) / stats["median"]
-        fits = roof.get("cache_bytes") is not None and cell["tensor_bytes"] <= roof["cache_bytes"]
+        touched = TOUCHED[cell["phase"]] * cell["tensor_bytes"]
+        fits = roof.get("cache_bytes") is not None and touched <= roof["cache_bytes"]
         row.update(pct_of_roofline=pct, cache_resident=fits or pct > 100.0)
     return row
 
@@ -106,10 +107,15 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], roof: Optional[di
         "",
         f"bnconform {meta['suite_version']} ({meta['git_commit'][:12]}), {meta['date']}; CPU: {meta['cpu_model']} "
         f"({mach['cpu_count']} logical CPUs); **{meta['threads']} threads for every backend** "
-        "(torch intra-op threads, the C kernel's OpenMP team, NumPy's chunks). float32. Packages: "
+        "(torch intra-op threads, the C kernel's OpenMP team, NumPy's chunks). float32 NCHW unless a cell's "
+        "name says /channels_last, /float16 or /bfloat16. Packages: "
         + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()) + ".",
         "",
-        f"Load average (1 min) {mach['load_before']:.2f} before, {mach['load_after']:.2f} after.",
+        f"Load average (1 min) {mach['load_before']:.2f} before, {mach['load_after']:.2f} after (its own "
+        f"{meta['threads']} threads included). "
+        + ("glibc's allocator was set per comparison (kernel: no mmap, no trim; as called: its defaults' steady "
+           "state)." if mach.get("allocator_managed") else "The allocator could not be set (not glibc): kernel "
+           "cells include what a kernel allocates inside itself."),
         "",
     ]
     if mach["busy"]:
@@ -135,7 +141,7 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], roof: Optional[di
         "that spans 1.0 reads *no clear difference*. % of roofline = the phase's least time (the longer of its "
         "reads at the read rate and its writes at the write rate, for its compulsory traffic: "
         + "; ".join(f"{p}: {d}" for p, d in meta["traffic_model"].items()) + ") / the median. "
-        "A cell whose tensor fits the last-level cache"
+        "A cell whose data (x and y; with dy and dx in train_fwd_bwd) fits the last-level cache"
         + (f" ({roof['cache_bytes'] >> 20} MB here)" if roof and roof.get("cache_bytes") else "")
         + ", or that beats the memory bound, is *cache-resident*: its percentage is shown but bounds nothing, "
         "and the verdicts below leave it out.",
@@ -160,8 +166,14 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], roof: Optional[di
     return "\n".join(lines)
 
 
-CELL_HEADERS = ["shape", "backend", "kernel ms", "kernel ratio to torch [95%]", "kernel GB/s", "% of roofline",
-                "as called ms", "as called ratio to torch [95%]", "as called / kernel"]
+CELL_HEADERS = ["shape", "backend", "kernel ms (rounds)", "kernel ratio to torch [95%]", "kernel GB/s",
+                "% of roofline", "as called ms (rounds)", "as called ratio to torch [95%]", "as called / kernel"]
+
+
+def _ms(m: Optional[dict[str, Any]], skipped: Optional[str]) -> str:
+    if m:
+        return f"{m['median_s'] * 1e3:.3f} ({m['rounds']})"
+    return f"skipped: {skipped}" if skipped else "not timed"
 
 
 def cell_values(row: dict[str, Any]) -> list[str]:
@@ -169,9 +181,9 @@ def cell_values(row: dict[str, Any]) -> list[str]:
     k, a = row.get("kernel"), row.get("as_called")
     return [
         row["shape"], row["backend"],
-        f"{k['median_s'] * 1e3:.3f}" if k else f"skipped: {row.get('kernel_skipped')}",
+        _ms(k, row.get("kernel_skipped")),
         _ratio(k), f"{k['gbs']:.1f}" if k else "", _roof(k),
-        f"{a['median_s'] * 1e3:.3f}" if a else f"skipped: {row.get('as_called_skipped')}",
+        _ms(a, row.get("as_called_skipped")),
         _ratio(a), f"{row['as_called_over_kernel']:.2f}" if row.get("as_called_over_kernel") else "",
     ]
 
