@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 MMAP_CEILING = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
+INT_MAX = 2**31 - 1
 
 
 def _libc() -> Optional[Any]:
@@ -39,7 +40,7 @@ def managed() -> bool:
 def for_kernel() -> None:
     if LIBC is not None:
         LIBC.mallopt(M_MMAP_MAX, 0)
-        LIBC.mallopt(M_TRIM_THRESHOLD, 1 << 62)
+        LIBC.mallopt(M_TRIM_THRESHOLD, INT_MAX)  # mallopt takes a C int: never trim below 2 GB
 
 
 def as_called() -> None:
