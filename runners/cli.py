@@ -239,9 +239,7 @@ def bench(args: argparse.Namespace) -> int:
         import torch
 
         threads = torch.get_num_threads()
-    from bnconform.runners.bench import allocator
-
-    machine = {"cpu_count": os.cpu_count() or 1, "load_before": os.getloadavg()[0], "allocator_managed": allocator.managed()}
+    machine = {"cpu_count": os.cpu_count() or 1, "load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "bench.jsonl"
         raw.touch()

@@ -131,39 +131,3 @@ def test_kernel_callables_allocate_no_output_per_call() -> None:
         assert peak < x_bytes, (backend, phase, variant, peak, x_bytes)
         checked += 1
     assert checked == 15  # cffi: all 12; numpy: float32 only
-
-
-PAGE_FAULTS = """
-import resource, sys
-from bnconform.runners.bench import allocator
-from bnconform.runners.bench.workloads import callable_for
-fn, _ = callable_for("torch", (16, 64, 112, 112), "train_fwd_bwd", "kernel")
-for setting in (allocator.as_called, allocator.for_kernel):
-    setting()
-    for _ in range(5):
-        fn()
-    counts = []
-    for _ in range(3):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        fn()
-        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    print(min(counts))
-"""
-
-
-def test_the_kernel_allocator_setting_keeps_torchs_backward_temporaries_off_page_faults() -> None:
-    """torch's native_batch_norm_backward.out allocates temporaries inside; with glibc's defaults
-    a 51 MB block is mapped and page-faulted on every call. Counted in page faults, not time, in
-    a fresh process set up as `bnconform bench` sets itself up."""
-    import pytest
-
-    from bnconform.runners.bench import allocator
-
-    if not allocator.managed():
-        pytest.skip("not glibc: the allocator cannot be set")
-    proc = subprocess.run([sys.executable, "-c", PAGE_FAULTS], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    as_called, kernel = map(int, proc.stdout.split())
-    pages = 4 * 16 * 64 * 112 * 112 // 4096
-    assert as_called > pages  # the defaults: mapped and faulted in again on every call
-    assert kernel < pages // 20  # kept: reused without faults

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pytest
 
-from bnconform.runners.bench import allocator, roofline
+from bnconform.runners.bench import roofline
 from bnconform.runners.bench.timer import interleaved
 from bnconform.runners.bench.workloads import (
     MODES,
@@ -112,9 +112,6 @@ def _timed(config: pytest.Config, shape: tuple[int, ...], phase: str, modes: tup
                              "bytes_written": bytes_written, "tensor_bytes": bytes_written // TRAFFIC[phase][1],
                              "skipped": skipped, "results": {}}
     if candidates:
-        policy = {"kernel": allocator.for_kernel, "as_called": allocator.as_called}
-        timings = interleaved(candidates, config.getoption("bnconform_max_time"),
-                              prepare={label: policy[label.split("|")[1]] for label in candidates})
-        allocator.as_called()
+        timings = interleaved(candidates, config.getoption("bnconform_max_time"))
         entry["results"] = {label: timings.stats(label) for label in candidates}
     return entry

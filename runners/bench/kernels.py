@@ -4,8 +4,8 @@ once, so that a ratio compares kernels and not allocators.
 torch's module allocates a new output per call; above glibc's mmap threshold every call
 page-faults it in, which can cost more than the kernel. Here torch runs the kernels its module
 dispatches to on CPU (aten::native_batch_norm and native_batch_norm_backward) through their
-`.out` variants (the backward's still computes into temporaries and copies them out: see
-allocator.py for how those are kept off the clock's page faults). A KernelModule backend
+`.out` variants (the backward's still computes into temporaries and copies them out, so its
+train_fwd_bwd cells keep those allocations: the report says so). A KernelModule backend
 (numpy, cffi, ...) runs its kernel's functions directly; their outputs come from the kernel's
 OutputRecycler, which hands back the same arrays once the previous call's are dropped (these
 callables drop them), so no output is allocated after the warm-up call (a kernel's own

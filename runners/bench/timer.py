@@ -13,7 +13,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from pytest_benchmark.stats import Stats
 
@@ -40,13 +40,10 @@ class Timings:
 
 
 def interleaved(candidates: dict[str, Callable[[], Any]], max_time: float, min_rounds: int = MIN_ROUNDS,
-                seed: int = 0, prepare: Optional[dict[str, Callable[[], None]]] = None) -> Timings:
-    """Time each candidate once per round, rounds until `max_time` seconds (at least `min_rounds`).
-    `prepare[name]`, if given, runs before each of that candidate's samples, outside the clock."""
+                seed: int = 0) -> Timings:
+    """Time each candidate once per round, rounds until `max_time` seconds (at least `min_rounds`)."""
     out = Timings()
-    prepare = prepare or {}
     for name, fn in candidates.items():
-        prepare.get(name, _nothing)()
         fn()  # warm-up: first-touch page faults, thread pools, lazy initialisation
         t0 = time.perf_counter()
         fn()
@@ -63,7 +60,6 @@ def interleaved(candidates: dict[str, Callable[[], Any]], max_time: float, min_r
             rng.shuffle(order)
             for name in order:
                 fn, loops = candidates[name], out.loops[name]
-                prepare.get(name, _nothing)()
                 t0 = time.perf_counter()
                 for _ in range(loops):
                     fn()
@@ -72,7 +68,3 @@ def interleaved(candidates: dict[str, Callable[[], Any]], max_time: float, min_r
         if was_enabled:
             gc.enable()
     return out
-
-
-def _nothing() -> None:
-    pass

@@ -112,10 +112,7 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], roof: Optional[di
         + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()) + ".",
         "",
         f"Load average (1 min) {mach['load_before']:.2f} before, {mach['load_after']:.2f} after (its own "
-        f"{meta['threads']} threads included). "
-        + ("glibc's allocator was set per comparison (kernel: no mmap, no trim; as called: its defaults' steady "
-           "state)." if mach.get("allocator_managed") else "The allocator could not be set (not glibc): kernel "
-           "cells include what a kernel allocates inside itself."),
+        f"{meta['threads']} threads included).",
         "",
     ]
     if mach["busy"]:
@@ -134,6 +131,8 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], roof: Optional[di
         "`native_batch_norm.out` and `native_batch_norm_backward.out`, a KernelModule backend through its "
         "kernel's functions on recycled outputs). **As called**: the module as its users call it, its "
         "allocations included; torch's module allocates a new output per call, page faults and all. "
+        "torch's backward has no true out kernel (native_batch_norm_backward.out computes into temporaries and "
+        "copies them), so its train_fwd_bwd kernel cells still include those allocations. "
         "The headline is kernel against kernel; as called / kernel shows what the allocations cost.",
         "",
         "Ratio = the backend's median time / torch's in the same mode, rounds interleaved (each round times every "
