@@ -105,7 +105,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("sweep", "bench: also time the kernels against tensor size (4 KB to 400 MB) and thread count (1 to the "
            "CPUs), drawn as charts in timing.html", frozenset({BENCH}), kind="flag"),
     Option("max-time", "bench: seconds of interleaved rounds per shape and phase, every backend in both modes, "
-           "beyond its 5 rounds (default 2)", frozenset({BENCH}), kind="value", metavar="S", default=2.0,
+           "beyond its 10 rounds (default 2)", frozenset({BENCH}), kind="value", metavar="S", default=2.0,
            type=_positive),
     Option("workers", "pytest-xdist worker processes for the cases: a number or 'auto' (default 0: the cases run in "
            "this process; every backend still runs in its own worker process)", SELECT, kind="value", metavar="N",
