@@ -60,8 +60,8 @@ def _torch(device: str, phase: str, x: np.ndarray, dy: np.ndarray) -> Callable[[
         aten.native_batch_norm.out(xt, w, b, rm, rv, training, MOMENTUM, EPS, out=y, save_mean=sm, save_invstd=si)
         sync()
 
-    def forward_backward() -> None:
-        aten.native_batch_norm.out(xt, w, b, rm, rv, True, MOMENTUM, EPS, out=y, save_mean=sm, save_invstd=si)
+    def forward_backward() -> None:  # training: forward() saved the statistics the backward reads
+        forward()
         aten.native_batch_norm_backward.out(dyt, xt, w, rm, rv, sm, si, True, EPS, [True, True, True],
                                             out0=dx, out1=dw, out2=db)
         sync()

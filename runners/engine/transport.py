@@ -8,7 +8,7 @@ the layout the run checks. `pack` replaces each array by its values and layout n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -31,27 +31,32 @@ def _layout(a: np.ndarray) -> str:
     return "strided"
 
 
-def pack(value: Any) -> Any:
-    """`value` with every non-contiguous array (also inside tuples, lists and dicts) made a Laid."""
+def _each(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """`leaf` applied to every value inside tuples, lists and dicts, the containers rebuilt."""
+    if isinstance(value, tuple):
+        return tuple(_each(v, leaf) for v in value)
+    if isinstance(value, list):
+        return [_each(v, leaf) for v in value]
+    if isinstance(value, dict):
+        return {k: _each(v, leaf) for k, v in value.items()}
+    return leaf(value)
+
+
+def _pack_one(value: Any) -> Any:
     if type(value) is np.ndarray and value.ndim > 0 and not value.flags.c_contiguous:
         return Laid(np.ascontiguousarray(value), _layout(value))
-    if isinstance(value, tuple):
-        return tuple(pack(v) for v in value)
-    if isinstance(value, list):
-        return [pack(v) for v in value]
-    if isinstance(value, dict):
-        return {k: pack(v) for k, v in value.items()}
     return value
+
+
+def _unpack_one(value: Any) -> Any:
+    return layouts.arrange(value.values, value.layout) if isinstance(value, Laid) else value
+
+
+def pack(value: Any) -> Any:
+    """`value` with every non-contiguous array (also inside tuples, lists and dicts) made a Laid."""
+    return _each(value, _pack_one)
 
 
 def unpack(value: Any) -> Any:
     """The inverse of pack."""
-    if isinstance(value, Laid):
-        return layouts.arrange(value.values, value.layout)
-    if isinstance(value, tuple):
-        return tuple(unpack(v) for v in value)
-    if isinstance(value, list):
-        return [unpack(v) for v in value]
-    if isinstance(value, dict):
-        return {k: unpack(v) for k, v in value.items()}
-    return value
+    return _each(value, _unpack_one)
