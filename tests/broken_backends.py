@@ -155,6 +155,18 @@ class OwnWordsDeclared(OwnWords):
     conventions = Conventions(messages="own")
 
 
+class OwnWordsNoCounter(OwnWords):
+    """Own words and no num_batches_tracked, both declared (as Paddle's adapter does)."""
+
+    conventions = Conventions(messages="own", counter=False)
+
+    def create(self, config: ModuleConfig) -> KernelModule:
+        module = super().create(config)
+        get = module.get
+        module.get = lambda name: None if name == "num_batches_tracked" else get(name)  # type: ignore[method-assign]
+        return module
+
+
 class WrongErrorType(NumpyBackend):
     """Raises RuntimeError where torch raises ValueError."""
 
@@ -237,6 +249,7 @@ modifies_input = ModifiesInput()
 counter_array = CounterArray()
 own_words = OwnWords()
 own_words_declared = OwnWordsDeclared()
+own_words_no_counter = OwnWordsNoCounter()
 wrong_error_type = WrongErrorType()
 cannot_build_3d = CannotBuild3d()
 ships_manifest = ShipsManifest(mutants._BiasedRunningVar(threads=1), name="ships-manifest")

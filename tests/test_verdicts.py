@@ -34,6 +34,18 @@ def test_right_type_other_words_is_its_own_verdict_and_can_be_declared(tmp_path:
     assert all(not r["diagnosis"] for r in own.values())
 
 
+def test_own_words_and_a_declared_deviation_in_one_cell_deviate_by_both(tmp_path: Path) -> None:
+    """A refused 0-D input (own words) followed by a check of the counter the backend declares it
+    lacks: the declared profile explains the cell, so it deviates, naming both."""
+    proc, report = bnconform("--backend", "nc=tests.broken_backends:own_words_no_counter",
+                             "--case", "modes/rank0_into_2d_golden[training=True]", out=tmp_path)
+    cell = _cells(report, "nc")["modes/rank0_into_2d_golden[training=True]"]
+    assert proc.returncode == 0, cell["message"]
+    assert cell["outcome"] == "deviates"
+    assert "(no_counter)" in cell["message"] and "own error messages: step 1 (forward) raises ValueError" in cell["message"]
+    assert cell["diagnosis"] == ["no_counter"]
+
+
 def test_a_wrong_exception_type_fails_without_bogus_causes(tmp_path: Path) -> None:
     proc, report = bnconform("--backend", "w=tests.broken_backends:wrong_error_type", "--family", "errors", out=tmp_path)
     assert proc.returncode == 1

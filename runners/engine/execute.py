@@ -111,8 +111,9 @@ def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None, g
     for i, subset in enumerate(subsets):
         last = i == len(subsets) - 1  # only the whole profile's failure is reported, so diagnosed
         attempt = _run_against(case, backend, name, repro, conventions, deviations=subset, diagnose_failure=last)
-        if attempt.outcome == "passed":
-            what = "; ".join(describe(d) for d in sorted(subset))
+        if attempt.outcome in ("passed", "deviates"):  # deviates: its own words for an error, as declared too
+            what = "; ".join([describe(d) for d in sorted(subset)] + (
+                [attempt.message.removeprefix("deviates (declared): ")] if attempt.outcome == "deviates" else []))
             return Outcome("deviates", f"deviates (declared): {what}", tuple(sorted(subset)))
     if attempt.outcome == "failed":  # beyond its declaration: compared with, and diagnosed on top of, its profile
         head = f"fails even under its declared conventions ({conventions.describe()}):\n"
