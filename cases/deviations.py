@@ -52,6 +52,8 @@ DEVIATIONS: dict[str, str] = {
                                        "(their second-order terms are dropped)"),
     "fold_without_eps": "folding divides by sqrt(running_var) without eps",
     "fold_mean_ignored": "folding leaves out the running mean: b' = b * gamma / sqrt(var + eps) + beta",
+    "momentum_float32": ("the momentum reaches the update as a float32 (an operator attribute, decay convention): "
+                         "the old value is weighted by float32(1 - m) instead of 1 - m"),
     "shard_stats_unweighted": ("shard statistics are averaged with equal weights instead of weighted by each "
                                "shard's count"),
 }
@@ -97,4 +99,6 @@ def relevant(name: str, case: "Case") -> bool:
         return "fold" in actions
     if name == "shard_stats_unweighted":
         return any(f.shards is not None for f in forwards)
+    if name == "momentum_float32":  # a float32 rounding of m shows only beside float64 buffers
+        return cfg.dtype == "float64"
     return True

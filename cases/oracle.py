@@ -301,6 +301,8 @@ class Oracle:
                 # `updates` implies `buffers`: running_mean is set, and running_var always with it.
                 assert self.running_mean is not None and self.running_var is not None
                 corrected = var if "biased_running_var" in dev or count == 0 else var * count / max(count - 1, 1)  # Bessel
+                if "momentum_float32" in dev:  # deviation: the decay weight 1 - factor held as a float32
+                    factor = 1.0 - float(np.float32(1.0 - factor))
                 self.running_mean = (1 - factor) * self.running_mean + factor * _channel(mean)
                 self.running_var = (1 - factor) * self.running_var + factor * _channel(corrected)
                 if "buffers_in_input_dtype" in dev:  # deviation: the buffers are stored in the input's dtype

@@ -373,6 +373,16 @@ class _FoldMeanIgnored(KernelModule):
                 rm[...] = saved
 
 
+class _MomentumFloat32(KernelModule):
+    def _new_batch_weight(self):  # the decay weight 1 - m kept as a float32, as an operator attribute is
+        m = super()._new_batch_weight()
+        return None if m is None else 1.0 - float(np.float32(1.0 - m))
+
+    def _count_batch(self, m):  # momentum=None's 1/k goes through the same float32 attribute
+        factor = super()._count_batch(m)
+        return 1.0 - float(np.float32(1.0 - factor))
+
+
 class _ShardStatsUnweighted(KernelModule):
     @staticmethod
     def _combine(stats, total):  # each shard's moments weighted equally, whatever its size
@@ -509,6 +519,7 @@ buffers_in_input_dtype = _register("buffers_in_input_dtype", "buffers_in_input_d
 nhwc_as_nchw = _register("nhwc_as_nchw", "nhwc_as_nchw", kernel=_NhwcAsNchw(threads=1))
 fold_without_eps = _register("fold_without_eps", "fold_without_eps", module=_FoldWithoutEps)
 fold_mean_ignored = _register("fold_mean_ignored", "fold_mean_ignored", module=_FoldMeanIgnored)
+momentum_float32 = _register("momentum_float32", "momentum_float32", module=_MomentumFloat32)
 shard_stats_unweighted = _register("shard_stats_unweighted", "shard_stats_unweighted", module=_ShardStatsUnweighted)
 CAUSE["double_backward_stats_constant"] = "double_backward_stats_constant"
 double_backward_stats_constant = _TorchMutant("double_backward_stats_constant", _stats_constant_factory)
