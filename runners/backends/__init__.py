@@ -61,8 +61,11 @@ BUILTIN: dict[str, Callable[[], Backend]] = {
 FRAMEWORKS: dict[str, Callable[[], Backend]] = {
     "onnxruntime": _framework("onnxruntime_backend", "OnnxRuntimeBackend"),
     "keras": _framework("keras_backend", "KerasBackend"),
+    "keras-tf": _framework("keras_backend", "KerasTfBackend"),
+    "tensorflow": _framework("tensorflow_backend", "TensorFlowBackend"),
     "flax": _framework("flax_backend", "FlaxBackend"),
     "tinygrad": _framework("tinygrad_backend", "TinygradBackend"),
+    "paddle": _framework("paddle_backend", "PaddleBackend"),
 }
 
 

@@ -71,7 +71,9 @@ class Kernel(Protocol):
     ) -> tuple[Array, Array, Array]:
         """Normalise with batch statistics; return (y, mean, invstd). When the running
         buffers are given, update them in place: r = (1-factor)*r + factor*stat, with the
-        unbiased variance."""
+        unbiased variance. KernelModule only hands mean and invstd back to backward_train, so
+        a kernel whose gradient wants other saved values (TensorFlow's reserve spaces) returns
+        those in their place."""
 
     def forward_eval(
         self, x: Array, weight: Optional[Array], bias: Optional[Array], running_mean: Array, running_var: Array, eps: float

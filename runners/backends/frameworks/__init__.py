@@ -4,10 +4,32 @@ Each is skipped, with the reason, when its package is missing; each declares its
 from its framework's own documentation and source, cited in its docstring.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
+
+from bnconform.runners.backends.kernel_module import kernel_capabilities
+from bnconform.runners.backends.protocol import Capabilities
+
 MANIFESTS = Path(__file__).parent / "manifests"
+# What KernelModule itself would do for an operator adapter, rather than the operator: left
+# undeclared (each skipped with this reason) so that a pass there credits the framework's kernel.
+KERNEL_MODULE_ONLY = {
+    "strided": "KernelModule copies strided input to a contiguous array before the operator sees it",
+    "fold": "folding is KernelModule's NumPy arithmetic, not the framework's",
+    "grad_modes": "no_grad/inference_mode are KernelModule's bookkeeping, not the framework's",
+}
+
+
+def operator_capabilities(backward: bool, dtypes: frozenset[str], shards: bool = False,
+                          without: Mapping[str, str] = KERNEL_MODULE_ONLY) -> Capabilities:
+    """Capabilities of a framework operator run as a kernel under KernelModule: KernelModule's,
+    but those in `without` (feature -> why not), whose cells are skipped with that reason."""
+    caps = kernel_capabilities(backward=backward, dtypes=dtypes, shards=shards)
+    return Capabilities(dims=caps.dims, dtypes=caps.dtypes, features=caps.features - set(without),
+                        reasons={**caps.reasons, **without})
 
 
 class FrameworkBackend:
@@ -64,3 +86,29 @@ class FrameworkModule:
 
     def set_requires_grad(self, name: str, flag: bool) -> None:
         raise self._undeclared("set_requires_grad")
+
+    # Parameters and buffers by torch's names: a subclass maps a name to its framework's variable
+    # (`_variable`, None when absent) and reads and writes one (`_read`, `_write`); `config` is
+    # the module's ModuleConfig. No framework here keeps a batch counter.
+    config: Any
+
+    def _variable(self, name: str) -> Any:
+        raise self._undeclared(name)
+
+    def _read(self, var: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _write(self, var: Any, value: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def get(self, name: str) -> Optional[np.ndarray | int]:
+        if name == "num_batches_tracked":
+            return None
+        var = self._variable(name)
+        return None if var is None else np.array(self._read(var))
+
+    def assign(self, name: str, value: np.ndarray | int) -> None:
+        var = self._variable(name)
+        if var is None:
+            raise AttributeError(f"{name} is None")
+        self._write(var, np.asarray(value, dtype=self.config.dtype).reshape(var.shape))

@@ -1,7 +1,11 @@
-"""Keras 3 `keras.layers.BatchNormalization` (channels axis 1), on a backend without TensorFlow.
+"""Keras 3 `keras.layers.BatchNormalization` (channels axis 1): `keras` on the torch backend,
+`keras-tf` on the TensorFlow backend.
 
-KERAS_BACKEND defaults to "torch" here (already installed with bnconform); set it to "jax" or
-"numpy" to test those. From Keras 3's documentation and source
+One layer, two implementations: Keras 3 computes through its backend's ops (keras.ops.moments,
+batch_normalization), so the same layer on TensorFlow is another column. `keras` takes
+KERAS_BACKEND from the environment, default "torch" (already installed with bnconform; set it
+to "jax" or "numpy" to test those); `keras-tf` sets it to "tensorflow" in its own worker
+process (Keras reads it once, at import). From Keras 3's documentation and source
 (keras/src/layers/normalization/batch_normalization.py):
   - momentum (default 0.99) weights the *old* value:
     moving_mean = moving_mean * momentum + mean * (1 - momentum)   -> decay convention;
@@ -17,11 +21,12 @@ from __future__ import annotations
 
 import os
 from importlib.metadata import version
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from bnconform.runners.backends.frameworks import FrameworkBackend, FrameworkModule
+from bnconform.runners.backends.frameworks.tensorflow_backend import import_tensorflow, tensorflow_version
 from bnconform.runners.backends.protocol import Capabilities, Conventions, ModuleConfig
 
 PROFILE = Conventions(momentum="decay", running_var="biased", default_eps=1e-3, one_value_raises=False, counter=False)
@@ -35,9 +40,21 @@ def _keras() -> Any:
     return keras
 
 
+def _keras_tf() -> Any:
+    """Keras on TensorFlow, or an error saying why not (TensorFlow missing, or Keras already
+    imported in this process on another backend)."""
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    import_tensorflow()  # missing, it is the skip reason (Keras would fail later, at the first layer)
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(f"keras was imported on the {keras.backend.backend()} backend before keras-tf could choose")
+    return keras
+
+
 class KerasModule(FrameworkModule):
-    def __init__(self, config: ModuleConfig) -> None:
-        self.keras = _keras()
+    def __init__(self, config: ModuleConfig, keras: Any) -> None:
+        self.keras = keras
         self.config = config
         self.layer = self.keras.layers.BatchNormalization(
             axis=1, momentum=config.momentum, epsilon=config.eps, center=config.affine, scale=config.affine,
@@ -46,8 +63,14 @@ class KerasModule(FrameworkModule):
         rank = {1: 3, 2: 4, 3: 5}[config.dim]
         self.layer.build((2, config.num_features) + (1,) * (rank - 2))
 
-    def _var(self, name: str) -> Any:
+    def _variable(self, name: str) -> Any:
         return getattr(self.layer, NAMES[name], None)
+
+    def _read(self, var: Any) -> np.ndarray:
+        return np.asarray(self.keras.ops.convert_to_numpy(var.value))
+
+    def _write(self, var: Any, value: np.ndarray) -> None:
+        var.assign(value)
 
     def set_attribute(self, name: str, value: object) -> None:
         if name != "momentum":
@@ -63,17 +86,6 @@ class KerasModule(FrameworkModule):
     def backward(self, grad_output: np.ndarray) -> dict:  # pragma: no cover - not declared
         raise NotImplementedError
 
-    def get(self, name: str) -> Optional[np.ndarray | int]:
-        if name == "num_batches_tracked":
-            return None
-        var = self._var(name)
-        return None if var is None else np.asarray(self.keras.ops.convert_to_numpy(var.value)).copy()
-
-    def assign(self, name: str, value: np.ndarray | int) -> None:
-        var = self._var(name)
-        if var is None:
-            raise AttributeError(f"{name} is None")
-        var.assign(np.asarray(value, dtype=self.config.dtype).reshape(var.shape))
 
 
 class KerasBackend(FrameworkBackend):
@@ -87,4 +99,16 @@ class KerasBackend(FrameworkBackend):
         return f"keras {version('keras')} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND', 'torch')})"
 
     def create(self, config: ModuleConfig) -> KerasModule:
-        return KerasModule(config)
+        return KerasModule(config, type(self).probe())
+
+
+class KerasTfBackend(KerasBackend):
+    """The same layer on the TensorFlow backend: its own column, manifest and findings."""
+
+    name = "keras-tf"
+    install_hint = "pip install keras tensorflow-cpu"
+    probe = staticmethod(_keras_tf)
+
+    def version(self) -> str:
+        return f"keras {version('keras')} (KERAS_BACKEND=tensorflow, {tensorflow_version()})"
+

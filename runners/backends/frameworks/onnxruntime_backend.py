@@ -19,9 +19,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from bnconform.runners.backends.frameworks import FrameworkBackend
-from bnconform.runners.backends.kernel_module import KernelModule, kernel_capabilities
-from bnconform.runners.backends.protocol import Capabilities, Conventions, ModuleConfig
+from bnconform.runners.backends.frameworks import KERNEL_MODULE_ONLY, FrameworkBackend, operator_capabilities
+from bnconform.runners.backends.kernel_module import KernelModule
+from bnconform.runners.backends.protocol import Conventions, ModuleConfig
 
 PROFILE = Conventions(momentum="decay", running_var="biased", default_eps=1e-5, one_value_raises=False)
 
@@ -105,9 +105,10 @@ class OnnxRuntimeBackend(FrameworkBackend):
         # Only what exercises ORT's own kernel: float32 and float64 (16-bit data would reach ORT
         # widened to float32 by KernelModule), no layouts (ORT would get NCHW copies), no fold or
         # grad modes (KernelModule's NumPy, not ORT). The module semantics around it stay declared.
-        caps = kernel_capabilities(backward=False, dtypes=frozenset({"float32", "float64"}))
-        self.capabilities = Capabilities(dims=caps.dims, dtypes=caps.dtypes, features=caps.features - {
-            "mixed_precision", "channels_last", "strided", "fold", "grad_modes"})
+        self.capabilities = operator_capabilities(backward=False, dtypes=frozenset({"float32", "float64"}), without={
+            **KERNEL_MODULE_ONLY,
+            "mixed_precision": "16-bit data would reach the operator widened to float32 by KernelModule",
+            "channels_last": "the operator would get KernelModule's NCHW copies of channels_last input"})
         self._kernel: Optional[OrtKernel] = None
 
     def version(self) -> str:
