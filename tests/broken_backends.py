@@ -38,6 +38,14 @@ class Segfault(_Breaks):
         ctypes.string_at(0)  # reads address 0: SIGSEGV
 
 
+class NoisyThenSegfault(_Breaks):
+    """Writes to its stderr (as a C++ library does, straight to fd 2), then crashes."""
+
+    def act(self) -> None:
+        os.write(2, b"noisy backend: a C++ warning on fd 2\n")
+        ctypes.string_at(0)
+
+
 class ExitZero(_Breaks):
     def act(self) -> None:
         os._exit(0)
@@ -155,6 +163,15 @@ class OwnWordsDeclared(OwnWords):
     conventions = Conventions(messages="own")
 
 
+class OwnWordsBiased(OwnWords):
+    """Own words (declared) and Bessel's correction forgotten (the bug a manifest may name)."""
+
+    conventions = Conventions(messages="own")
+
+    def __init__(self) -> None:
+        super().__init__(mutants._BiasedRunningVar(threads=1), name="own-words-biased")
+
+
 class OwnWordsNoCounter(OwnWords):
     """Own words and no num_batches_tracked, both declared (as Paddle's adapter does)."""
 
@@ -232,6 +249,7 @@ class AllocatesPerCall(NumpyBackend):
 
 
 segfault = Segfault()
+noisy_then_segfault = NoisyThenSegfault()
 exit_zero = ExitZero()
 system_exit = RaisesSystemExit()
 keyboard_interrupt = RaisesKeyboardInterrupt()
@@ -250,6 +268,7 @@ counter_array = CounterArray()
 own_words = OwnWords()
 own_words_declared = OwnWordsDeclared()
 own_words_no_counter = OwnWordsNoCounter()
+own_words_biased = OwnWordsBiased()
 wrong_error_type = WrongErrorType()
 cannot_build_3d = CannotBuild3d()
 ships_manifest = ShipsManifest(mutants._BiasedRunningVar(threads=1), name="ships-manifest")

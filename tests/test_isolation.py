@@ -61,6 +61,18 @@ def test_crash_reports_the_python_stack_of_the_fault(tmp_path: Path) -> None:
     assert "Fatal Python error: Segmentation fault" in message and "in act" in message
 
 
+def test_backend_stderr_goes_to_its_log_and_into_the_crash_report(tmp_path: Path) -> None:
+    """What a backend writes to fd 2 (TensorFlow's start-up notes, say) stays off the user's
+    terminal, and is shown with the crash it came before."""
+    proc, report = bnconform("--backend", "tests.broken_backends:noisy_then_segfault", "--case", "bessel/nc_golden",
+                             out=tmp_path)
+    assert report is not None, proc.stderr
+    running = proc.stdout.split("bnconform conformance")[0]  # before the summary, which reports the crash
+    assert "noisy backend" not in proc.stderr + running
+    message = report["results"][0]["message"]
+    assert "noisy backend: a C++ warning on fd 2" in message and "Fatal Python error: Segmentation fault" in message
+
+
 def test_backend_state_changes_do_not_reach_other_backends(tmp_path: Path) -> None:
     """A backend that sets numpy's error state, torch's default dtype, threads, grad mode and seeds
     runs beside torch and numpy, whose cells (gradients included) all still pass."""

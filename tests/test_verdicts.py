@@ -46,6 +46,35 @@ def test_own_words_and_a_declared_deviation_in_one_cell_deviate_by_both(tmp_path
     assert cell["diagnosis"] == ["no_counter"]
 
 
+REFUSED_THEN_TRAINED = """
+family: mine
+title: an error step, then a training update
+specs:
+  - id: refused_then_trained
+    description: one value per channel is refused; then a batch of four updates running_var
+    config: {dim: 1, num_features: 2}
+    steps:
+      - forward: {input: [[1, 2]]}
+        expect: {error: {type: ValueError, match: 'Expected more than 1 value per channel'}}
+      - forward: {input: [[1, 2], [3, 6], [0, 1], [2, 5]]}
+        expect: oracle
+"""
+
+
+def test_a_manifest_diagnosis_holds_on_a_cell_whose_error_is_in_the_backends_own_words(tmp_path: Path) -> None:
+    """The manifest names the bug (biased running variance); the cell's error step is answered
+    in the backend's own (declared) words: the entry excuses the cell, nothing else is wrong."""
+    specs = tmp_path / "specs"
+    write_spec(specs, "mine.yaml", REFUSED_THEN_TRAINED)
+    manifest = write_spec(tmp_path, "known.yaml",
+                          "expected:\n  - case: '*'\n    diagnosis: biased_running_var\n    reason: biased on purpose\n")
+    proc, report = bnconform("--backend", "b=tests.broken_backends:own_words_biased", "--specs", str(specs),
+                             "--family", "mine", "--manifest", str(manifest), "--strict", out=tmp_path / "out")
+    cell = _cells(report, "b")["mine/refused_then_trained"]
+    assert cell["outcome"] == "xfailed", cell["message"]
+    assert proc.returncode == 0
+
+
 def test_a_wrong_exception_type_fails_without_bogus_causes(tmp_path: Path) -> None:
     proc, report = bnconform("--backend", "w=tests.broken_backends:wrong_error_type", "--family", "errors", out=tmp_path)
     assert proc.returncode == 1

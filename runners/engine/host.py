@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import faulthandler
+import os
 import signal
 import traceback
 import warnings
@@ -152,6 +153,9 @@ def serve(conn: Connection, target: str, log_path: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     warnings.simplefilter("ignore")  # a backend is judged by what it returns, not by what it warns
     log = open(log_path, "w", encoding="utf-8")
+    # What a backend writes to stderr (TensorFlow's start-up notes, a library's C++ warnings) goes
+    # to this log, not over the user's progress display; a crash report shows the log's tail.
+    os.dup2(log.fileno(), 2)
     faulthandler.enable(log, all_threads=True)  # a fatal signal leaves the Python stack here
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, log, all_threads=True)  # the stack of a hang, on request
