@@ -52,6 +52,8 @@ DEVIATIONS: dict[str, str] = {
                                        "(their second-order terms are dropped)"),
     "fold_without_eps": "folding divides by sqrt(running_var) without eps",
     "fold_mean_ignored": "folding leaves out the running mean: b' = b * gamma / sqrt(var + eps) + beta",
+    # (A float32 attribute in torch's convention, f32(m) as the new batch's weight, would round
+    # differently; no framework here has one beside float64 buffers.)
     "momentum_float32": ("the momentum reaches the update as a float32 (an operator attribute, decay convention): "
                          "the old value is weighted by float32(1 - m) instead of 1 - m"),
     "shard_stats_unweighted": ("shard statistics are averaged with equal weights instead of weighted by each "

@@ -97,3 +97,11 @@ def test_tensorflow_layout_views_keep_each_channel_and_need_no_copy_for_channels
     if len(shape) >= 4:
         cl = arrange(x, "channels_last" if len(shape) == 4 else "channels_last_3d")
         assert _channels_last(cl).flags.c_contiguous
+
+
+def test_keras_column_refuses_tensorflow_and_names_keras_tf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KERAS_BACKEND=tensorflow would turn the keras column into a copy of keras-tf judged by
+    keras.yaml (Keras on torch): it is refused instead, saying which column that is."""
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    reason = unavailable_reason(resolve("keras"))
+    assert reason is not None and "keras-tf" in reason

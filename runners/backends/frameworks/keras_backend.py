@@ -34,7 +34,9 @@ NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "runn
 
 
 def _keras() -> Any:
-    os.environ.setdefault("KERAS_BACKEND", "torch")
+    if os.environ.setdefault("KERAS_BACKEND", "torch") == "tensorflow":  # keras.yaml's findings are not TensorFlow's
+        raise RuntimeError("KERAS_BACKEND=tensorflow: Keras on TensorFlow is the keras-tf column, with its own "
+                           "manifest; the keras column runs Keras on torch (or jax, numpy)")
     import keras
 
     return keras

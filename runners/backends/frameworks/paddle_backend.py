@@ -98,9 +98,11 @@ class PaddleModule(FrameworkModule):
     def backward(self, grad_output: np.ndarray) -> dict[str, Optional[np.ndarray]]:
         if self._y is None:
             raise RuntimeError("backward called without a preceding forward")
-        self.layer.clear_gradients()
+        for param in (self.layer.weight, self.layer.bias):  # trainable or frozen: no earlier step's gradient survives
+            if param is not None:
+                param.clear_gradient(False)  # None, not zeros (Layer.clear_gradients zeroes trainable ones only)
         self._y.backward(self.paddle.to_tensor(np.array(grad_output, self._x.numpy().dtype, order="C")))
-        grad = lambda t: None if t is None or t.grad is None else np.asarray(t.grad.numpy()).copy()
+        grad = lambda t: None if t is None or t.stop_gradient or t.grad is None else np.asarray(t.grad.numpy()).copy()
         out = {"input": grad(self._x), "weight": grad(self.layer.weight), "bias": grad(self.layer.bias)}
         self._y = None
         return out

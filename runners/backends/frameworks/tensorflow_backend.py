@@ -18,14 +18,14 @@ op's registration (tensorflow/core/ops/nn_ops.cc) and CPU kernel
     memory is handed over as it is, and (N, C) / (N, C, L) / NCHW / NCDHW arrays are viewed as
     NHWC / NDHWC (the layout conversion: TensorFlow copies the transposed view).
 On x86 TensorFlow runs this op through oneDNN unless TF_ENABLE_ONEDNN_OPTS=0 (its own Eigen
-kernel then); version() says which. Not declared, each skipped with the reason: float64,
-double backward, and what KernelModule's NumPy would do instead of TensorFlow (strided input
-copied before the op, folding, grad modes).
+kernel then), here on one intra-op thread unless TF_NUM_INTRAOP_THREADS says otherwise (its
+float32 sums depend on the thread count); version() says both. Not declared, each skipped with
+the reason: float64, double backward, and what KernelModule's NumPy would do instead of
+TensorFlow (strided input copied before the op, folding, grad modes).
 """
 from __future__ import annotations
 
 import os
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Optional
 
 import numpy as np
@@ -39,22 +39,27 @@ FORMATS = {4: "NHWC", 5: "NDHWC"}
 F32 = np.dtype(np.float32)
 
 
-def tensorflow_version() -> str:
-    """The installed TensorFlow distribution's version (tensorflow or tensorflow-cpu)."""
-    for dist in ("tensorflow", "tensorflow-cpu"):
-        try:
-            return f"{dist} {version(dist)}"
-        except PackageNotFoundError:
-            continue
-    return "tensorflow not installed"
+THREADS = "TF_NUM_INTRAOP_THREADS"
 
 
 def import_tensorflow() -> Any:
-    """tensorflow, its C++ start-up notes silenced unless the caller chose a log level."""
+    """tensorflow on one intra-op thread unless the caller set TF_NUM_INTRAOP_THREADS: its float32
+    sums depend on the thread count (oneDNN sums a channel per thread, then the partial sums), so
+    one thread makes the columns' results, and their manifests, the same on every machine."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # its start-up notes would fill the worker's log
+    os.environ.setdefault(THREADS, "1")
     import tensorflow as tf
 
     return tf
+
+
+def tensorflow_version() -> str:
+    """TensorFlow's version and the setting its results depend on (intra-op threads)."""
+    try:
+        tf = import_tensorflow()
+    except Exception as exc:  # not installed: available() says so too
+        return f"tensorflow unavailable ({type(exc).__name__})"
+    return f"tensorflow {tf.__version__}, {os.environ[THREADS]} intra-op thread(s)"
 
 
 def _channels_last(x: np.ndarray) -> np.ndarray:
