@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +109,19 @@ def test_keras_column_refuses_tensorflow_and_names_keras_tf(monkeypatch: pytest.
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     reason = unavailable_reason(resolve("keras"))
     assert reason is not None and "keras-tf" in reason
+
+
+def test_keras_tf_chooses_tensorflow_whatever_the_environment_says(tmp_path: Path) -> None:
+    """In a fresh process with KERAS_BACKEND=torch (as `tox -e frameworks` sets it for `keras`),
+    keras-tf's version(), asked first as a worker does, must not let TensorFlow's import bring
+    Keras in on torch (importing tensorflow imports keras)."""
+    if not all(importlib.util.find_spec(m) for m in PACKAGES["keras-tf"]):
+        pytest.skip("keras and tensorflow are not installed here (tox -e tensorflow runs this)")
+    code = ("from bnconform.runners.backends import resolve\n"
+            "b = resolve('keras-tf')\nv = b.version()\nr = b.available()\nimport keras\n"
+            "print(v, '|', r, '|', keras.backend.backend())\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "KERAS_BACKEND": "torch"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    version, reason, backend = (part.strip() for part in done.stdout.strip().splitlines()[-1].split("|"))
+    assert "KERAS_BACKEND=tensorflow" in version and reason == "None" and backend == "tensorflow", done.stdout

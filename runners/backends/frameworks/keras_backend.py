@@ -45,7 +45,7 @@ def _keras() -> Any:
 def _keras_tf() -> Any:
     """Keras on TensorFlow, or an error saying why not (TensorFlow missing, or Keras already
     imported in this process on another backend)."""
-    os.environ["KERAS_BACKEND"] = "tensorflow"
+    os.environ["KERAS_BACKEND"] = "tensorflow"  # before TensorFlow, whose import imports Keras
     import_tensorflow()  # missing, it is the skip reason (Keras would fail later, at the first layer)
     import keras
 
@@ -112,5 +112,9 @@ class KerasTfBackend(KerasBackend):
     probe = staticmethod(_keras_tf)
 
     def version(self) -> str:
+        try:  # importing TensorFlow imports Keras: the backend is chosen first, whichever is asked first
+            _keras_tf()
+        except Exception as exc:  # available() says why
+            return f"keras-tf unavailable ({type(exc).__name__})"
         return f"keras {version('keras')} (KERAS_BACKEND=tensorflow, {tensorflow_version()})"
 
