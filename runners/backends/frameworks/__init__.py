@@ -10,8 +10,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from bnconform.runners.backends.kernel_module import kernel_capabilities
-from bnconform.runners.backends.protocol import Capabilities
+from bnconform.runners.backends.kernel_module import KernelModule, kernel_capabilities
+from bnconform.runners.backends.protocol import Capabilities, ModuleConfig
 
 MANIFESTS = Path(__file__).parent / "manifests"
 # What KernelModule itself would do for an operator adapter, rather than the operator: left
@@ -54,6 +54,22 @@ class FrameworkBackend:
         except Exception as exc:
             return f"{self.name} is not importable ({type(exc).__name__}: {exc}); {self.install_hint}"
         return None
+
+
+class OperatorBackend(FrameworkBackend):
+    """A framework's BatchNorm operator run as a kernel under KernelModule (ONNX Runtime,
+    TensorFlow): one kernel object per backend, built at the first module (the framework is
+    imported only then), and torch's one-value check only where the profile declares it."""
+
+    kernel_type: Callable[[], Any]
+    _kernel: Any = None
+
+    def create(self, config: ModuleConfig) -> KernelModule:
+        if self._kernel is None:
+            self._kernel = type(self).kernel_type()
+        module = KernelModule(config, self._kernel)
+        module.raises_on_single_value = self.conventions.one_value_raises  # type: ignore[attr-defined]
+        return module
 
 
 class FrameworkModule:

@@ -89,7 +89,6 @@ class KerasModule(FrameworkModule):
         raise NotImplementedError
 
 
-
 class KerasBackend(FrameworkBackend):
     name = "keras"
     conventions = PROFILE
@@ -117,4 +116,3 @@ class KerasTfBackend(KerasBackend):
         except Exception as exc:  # available() says why
             return f"keras-tf unavailable ({type(exc).__name__})"
         return f"keras {version('keras')} (KERAS_BACKEND=tensorflow, {tensorflow_version()})"
-

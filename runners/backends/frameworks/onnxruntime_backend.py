@@ -19,9 +19,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from bnconform.runners.backends.frameworks import KERNEL_MODULE_ONLY, FrameworkBackend, operator_capabilities
-from bnconform.runners.backends.kernel_module import KernelModule
-from bnconform.runners.backends.protocol import Conventions, ModuleConfig
+from bnconform.runners.backends.frameworks import KERNEL_MODULE_ONLY, OperatorBackend, operator_capabilities
+from bnconform.runners.backends.protocol import Conventions
 
 PROFILE = Conventions(momentum="decay", running_var="biased", default_eps=1e-5, one_value_raises=False)
 
@@ -86,20 +85,17 @@ class OrtKernel:
     backward_eval = backward_train
 
 
-class _OrtModule(KernelModule):
-    raises_on_single_value = False  # the operator accepts it
-
-
 def _probe() -> None:
     import onnx  # noqa: F401
     import onnxruntime  # noqa: F401
 
 
-class OnnxRuntimeBackend(FrameworkBackend):
+class OnnxRuntimeBackend(OperatorBackend):
     name = "onnxruntime"
     conventions = PROFILE
     install_hint = "pip install onnx onnxruntime"
     probe = staticmethod(_probe)
+    kernel_type = OrtKernel  # the operator accepts one value per channel: declared, so not checked
 
     def __init__(self) -> None:
         # Only what exercises ORT's own kernel: float32 and float64 (16-bit data would reach ORT
@@ -109,12 +105,6 @@ class OnnxRuntimeBackend(FrameworkBackend):
             **KERNEL_MODULE_ONLY,
             "mixed_precision": "16-bit data would reach the operator widened to float32 by KernelModule",
             "channels_last": "the operator would get KernelModule's NCHW copies of channels_last input"})
-        self._kernel: Optional[OrtKernel] = None
 
     def version(self) -> str:
         return f"onnxruntime {version('onnxruntime')}, onnx {version('onnx')}"
-
-    def create(self, config: ModuleConfig) -> KernelModule:
-        if self._kernel is None:
-            self._kernel = OrtKernel()
-        return _OrtModule(config, self._kernel)

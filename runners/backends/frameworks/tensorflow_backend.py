@@ -30,9 +30,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from bnconform.runners.backends.frameworks import KERNEL_MODULE_ONLY, FrameworkBackend, operator_capabilities
-from bnconform.runners.backends.kernel_module import KernelModule
-from bnconform.runners.backends.protocol import Conventions, ModuleConfig
+from bnconform.runners.backends.frameworks import KERNEL_MODULE_ONLY, OperatorBackend, operator_capabilities
+from bnconform.runners.backends.protocol import Conventions
 
 PROFILE = Conventions(momentum="torch", running_var="unbiased", default_eps=1e-4, one_value_raises=False)
 FORMATS = {4: "NHWC", 5: "NDHWC"}
@@ -141,28 +140,19 @@ class FusedBatchNormKernel:
         return self._backward(dy, x, weight, running_mean, running_var, eps, False)
 
 
-class _FusedModule(KernelModule):
-    raises_on_single_value = False  # the op accepts one value per channel (variance 0)
-
-
-class TensorFlowBackend(FrameworkBackend):
+class TensorFlowBackend(OperatorBackend):
     name = "tensorflow"
     conventions = PROFILE
     install_hint = "pip install tensorflow-cpu"
     probe = staticmethod(import_tensorflow)
+    kernel_type = FusedBatchNormKernel  # the op accepts one value per channel (variance 0): declared, so not checked
 
     def __init__(self) -> None:
         self.capabilities = operator_capabilities(
             backward=True, dtypes=frozenset({"float16", "bfloat16", "float32"}), shards=True,
             without={**KERNEL_MODULE_ONLY,
                      "dtype=float64": "FusedBatchNormV3 takes half, bfloat16 or float data only (T), no double"})
-        self._kernel: Optional[FusedBatchNormKernel] = None
 
     def version(self) -> str:
         onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
         return f"{tensorflow_version()} ({'oneDNN' if onednn else 'Eigen, TF_ENABLE_ONEDNN_OPTS=0'} kernel)"
-
-    def create(self, config: ModuleConfig) -> KernelModule:
-        if self._kernel is None:
-            self._kernel = FusedBatchNormKernel()
-        return _FusedModule(config, self._kernel)
