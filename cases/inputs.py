@@ -8,6 +8,7 @@ input needs.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -34,22 +35,32 @@ def shape_for(spec: RandomArray, dim: int) -> tuple[int, ...]:
 
 
 def generate(spec: RandomArray, dim: int) -> np.ndarray:
-    """The float64 array a seeded source stands for (cast to the case dtype by the caller)."""
+    """The float64 array a seeded source stands for (cast to the case dtype by the caller).
+
+    The last few are kept (read-only): both sides of a step, and a case run again for its
+    diagnosis, ask for the same large arrays."""
     shape = shape_for(spec, dim)
+    return _generated(spec.seed, shape, spec.distribution, spec.scale, spec.offset)
+
+
+@functools.lru_cache(maxsize=8)
+def _generated(seed: int, shape: tuple[int, ...], distribution: str, scale: float, offset: float) -> np.ndarray:
     count = int(np.prod(shape, dtype=np.int64))
-    if spec.distribution == "normal":
-        u = uniform01(spec.seed, 12 * count).reshape(count, 12)
-        base = u[:, 0].copy()
+    if distribution == "normal":
+        u = uniform01(seed, 12 * count).reshape(count, 12).T.copy()  # row k: the k-th uniform of each value
+        base = u[0]
         for k in range(1, 12):  # fixed order: the same rounding everywhere
-            base += u[:, k]
+            base += u[k]
         base -= 6.0
-    elif spec.distribution == "uniform":
-        base = uniform01(spec.seed, count)
-    elif spec.distribution == "arange":
+    elif distribution == "uniform":
+        base = uniform01(seed, count)
+    elif distribution == "arange":
         base = np.arange(count, dtype=np.float64)
     else:  # constant
         base = np.ones(count, dtype=np.float64)
-    return (base * spec.scale + spec.offset).reshape(shape)
+    values = (base * scale + offset).reshape(shape)
+    values.flags.writeable = False
+    return values
 
 
 def materialize(source: Any, dim: int, dtype: str, layout: str = "contiguous") -> np.ndarray:

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .checks import CaseProblem, check_case
 from .model import Case
 from .requirements import check_declared, required_capabilities
-from .schema import Limits, ModuleConfig, Spec, SpecFile, grid_size
+from .schema import Generated, Limits, ModuleConfig, Spec, SpecFile, grid_size
+from .shapes import Problem, problems
 
 # How many nodes YAML aliases (*name) may add to a file when expanded: a few kilobytes of
 # nested aliases ("billion laughs") otherwise expand to billions of nodes, which validation
@@ -204,18 +205,59 @@ def _grid_label(value: Any) -> str:
     return "None" if value is None else str(value)
 
 
+def _shaped(obj: Any, problem: Optional[Problem], channels: int) -> Any:
+    """`obj` with every `shape: problem` / `shape: channels` of a random source made concrete."""
+    if isinstance(obj, Generated):
+        word = obj.random.shape
+        if not isinstance(word, str):
+            return obj
+        if word == "problem" and problem is None:
+            raise ValueError("`shape: problem` names the input shape of a shapes-library problem: "
+                             "the spec needs `shapes: [BATCH, ...]` (cases/shapes.py)")
+        shape = list(problem.shape) if word == "problem" and problem is not None else [channels]
+        return obj.model_copy(update={"random": obj.random.model_copy(update={"shape": shape})})
+    if isinstance(obj, BaseModel):
+        updates = {k: _shaped(getattr(obj, k), problem, channels) for k in type(obj).model_fields}
+        changed = {k: v for k, v in updates.items() if v is not getattr(obj, k)}
+        return obj.model_copy(update=changed) if changed else obj
+    if isinstance(obj, list):
+        items = [_shaped(v, problem, channels) for v in obj]
+        return items if any(a is not b for a, b in zip(items, obj)) else obj
+    if isinstance(obj, dict):
+        entries = {k: _shaped(v, problem, channels) for k, v in obj.items()}
+        return entries if any(entries[k] is not obj[k] for k in obj) else obj
+    return obj
+
+
 def expand(path: Path, family: str, spec: Spec, defaults: dict[str, Any]) -> list[Case]:
-    """One case per point of the spec's grid (one case when there is no grid)."""
+    """One case per problem of the spec's shape batches (if any) and point of its grid (one case
+    when there is neither)."""
     base = {**defaults, **spec.config.model_dump(exclude_unset=True)}
     keys = list(spec.grid)
+    if spec.shapes:
+        fixed = [k for k in ("dim", "num_features") if k in spec.grid or k in spec.config.model_fields_set]
+        if fixed:
+            raise SpecError(path, spec.id, "shapes", f"each problem of the shape batches sets dim and num_features; "
+                                                     f"the spec sets {' and '.join(fixed)} too")
+    shaped: list[Optional[Problem]] = list(problems(spec.shapes)) if spec.shapes else [None]
     cases = []
-    for values in itertools.product(*(spec.grid[k] for k in keys)) if keys else [()]:
+    for problem, values in itertools.product(shaped, itertools.product(*(spec.grid[k] for k in keys)) if keys else [()]):
         point = dict(zip(keys, values))
+        given = dict(point)
+        if problem is not None:
+            given.update(dim=problem.dim, num_features=problem.num_features)
         try:
-            config = ModuleConfig.model_validate({**base, **point})
+            config = ModuleConfig.model_validate({**base, **given})
         except ValidationError as exc:
-            _raise_validation(path, spec.id, "grid" if point else "config", exc)
-        suffix = "[" + ",".join(f"{k}={_grid_label(v)}" for k, v in point.items()) + "]" if point else ""
+            _raise_validation(path, spec.id, "grid" if point else ("shapes" if problem else "config"), exc)
+        labels = ([f"shape={problem.label}"] if problem is not None else []) + [
+            f"{k}={_grid_label(v)}" for k, v in point.items()]
+        suffix = "[" + ",".join(labels) + "]" if labels else ""
+        try:
+            init = _shaped(dict(spec.init), problem, config.num_features)
+            steps = tuple(_shaped(list(spec.steps), problem, config.num_features))
+        except ValueError as exc:
+            raise SpecError(path, spec.id, "shapes", str(exc)) from None
         case = Case(
             id=f"{family}/{spec.id}{suffix}",
             family=family,
@@ -223,9 +265,10 @@ def expand(path: Path, family: str, spec: Spec, defaults: dict[str, Any]) -> lis
             description=spec.description,
             source=path,
             config=config,
-            init=dict(spec.init),
-            steps=tuple(spec.steps),
+            init=init,
+            steps=steps,
             tolerances={str(k): v for k, v in spec.tolerance.items()},
+            tier=problem.tier if problem is not None else "default",
         )
         try:
             check_declared(set(spec.requires))
@@ -264,7 +307,7 @@ def load_file(path: Path) -> list[Case]:
 
 def _checked(path: Path, family: str, spec: Spec, defaults: dict[str, Any], limits: Limits) -> list[Case]:
     """The spec's cases, each checked against its own config (shapes, goldens, sizes)."""
-    count = grid_size(spec.grid)  # before expanding: a 10**6-point grid is refused at once
+    count = grid_size(spec.grid) * max(1, len(problems(spec.shapes)))  # before expanding: a 10**6-point grid is refused at once
     if count > limits.max_cases:
         raise SpecError(path, spec.id, "grid", f"expands to {count} cases, more than the limit of {limits.max_cases} "
                                                "(a spec file raises it with `limits: {max_cases: N}`)")

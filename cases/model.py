@@ -37,6 +37,8 @@ class Case:
     steps: tuple[Step, ...]
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     requires: frozenset[str] = frozenset()
+    # The shapes library's tier (cases/shapes.py): `default` runs always, `full` with --tier full.
+    tier: str = "default"
 
     @property
     def tolerance(self) -> Tolerance:

@@ -1,6 +1,7 @@
 """The reference: docs/semantics.md's formulas, in float64, as a small state machine.
 
-It shares no code with any backend: sums are exactly rounded (math.fsum), and the module
+It shares no code with any backend: sums are compensated (TwoSum at every level of a pairwise
+sum, vectorised and in bounded blocks: exact to float64 rounding on tensors of any size), and the module
 logic is transcribed from the pseudo-code of docs/semantics.md, "One forward call", line by line. It also knows
 which calls raise, so a spec that expects an error the reference would not raise (or misses
 one it would) is reported as a spec error rather than blamed on a backend.
@@ -33,15 +34,68 @@ class OracleError(Exception):
         self.kind = kind
 
 
+# Elements summed in one block: the temporaries of a sum stay within a few times this, whatever
+# the tensor's size.
+SUM_BLOCK = 1 << 22
+
+
+def _two_sum_rows(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row sums of a 2-D float64 array as (hi, lo): pairwise, each level's rounding errors kept
+    exactly by TwoSum (Knuth) and summed beside it. hi + lo is the exact sum to a few units of
+    float64's 2**-106-wide double-double precision: correctly rounded but for pathological
+    cancellation. Vectorised: log2(columns) levels of whole-array operations."""
+    s = m
+    lo = np.zeros(m.shape[0])
+    with np.errstate(over="ignore", invalid="ignore"):  # an infinite sum is what it is: hi says so
+        return _pairwise(s, lo)
+
+
+def _pairwise(s: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    while s.shape[1] > 1:
+        if s.shape[1] % 2:  # fold the odd last column into the first, exactly
+            a, b = s[:, 0], s[:, -1]
+            t = a + b
+            z = t - a
+            lo += (a - (t - z)) + (b - z)
+            s = s[:, :-1].copy()
+            s[:, 0] = t
+            continue
+        a, b = s[:, 0::2], s[:, 1::2]
+        t = a + b
+        z = t - a
+        lo += ((a - (t - z)) + (b - z)).sum(axis=1)
+        s = t
+    return s[:, 0], lo
+
+
+def _sum_rows(m: np.ndarray) -> np.ndarray:
+    """Accurate row sums of a 2-D float64 array in blocks of at most SUM_BLOCK elements."""
+    rows, cols = m.shape
+    if cols == 0:
+        return np.zeros(rows)
+    width = max(1, min(cols, SUM_BLOCK))
+    parts: list[np.ndarray] = []
+    for start in range(0, rows, max(1, SUM_BLOCK // width)):
+        block = m[start:start + max(1, SUM_BLOCK // width)]
+        pieces = [_two_sum_rows(block[:, c:c + width]) for c in range(0, cols, width)]
+        if len(pieces) == 1:
+            hi, lo = pieces[0]
+        else:  # a row longer than a block: its blocks' (hi, lo) pairs summed the same way
+            hi, lo = _two_sum_rows(np.stack([p for pair in pieces for p in pair], axis=1))
+        with np.errstate(invalid="ignore"):
+            parts.append(np.where(np.isfinite(hi), hi + lo, hi))  # inf or NaN: the plain sum says it
+    return np.concatenate(parts)
+
+
 def _fsum(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """Exactly rounded sum over `axes`, keeping them as size-1 dimensions."""
+    """Accurate sum over `axes` (float64, compensated: see _two_sum_rows), keeping them as size-1
+    dimensions."""
     keep = [i for i in range(a.ndim) if i not in axes]
     if a.size == 0:  # an empty reduction sums to 0 (an empty spatial axis, say)
         return np.zeros([1 if i in axes else a.shape[i] for i in range(a.ndim)])
     rows = int(np.prod([a.shape[i] for i in keep], dtype=np.int64))
-    moved = np.transpose(a, keep + list(axes)).reshape(rows, -1)
-    sums = np.array([math.fsum(row) for row in moved], dtype=np.float64)
-    return sums.reshape([1 if i in axes else a.shape[i] for i in range(a.ndim)])
+    moved = np.transpose(np.asarray(a, dtype=np.float64), keep + list(axes)).reshape(rows, -1)
+    return _sum_rows(moved).reshape([1 if i in axes else a.shape[i] for i in range(a.ndim)])
 
 
 def _channel(v: np.ndarray) -> np.ndarray:
@@ -187,7 +241,14 @@ class Oracle:
                 var_t = ((xt - mean_t) ** 2).sum(axis=axes, keepdims=True, dtype=dt) / dt.type(n)
             return mean_t.astype(np.float64), var_t.astype(np.float64)
         mean = _fsum(x, axes) / n
-        return mean, _fsum((x - mean) ** 2, axes) / n
+        squares = _fsum((x - mean) ** 2, axes)
+        # torch 2.13's CPU kernels sum the squared deviations in the accumulation type of the
+        # data (float32 for float32, float16 and bfloat16 data): past that type's largest value
+        # the sum is +inf, and so are the variance and running_var; invstd is then 0, so the
+        # output is the bias and grad_input 0 (docs/semantics.md, "Where arithmetic runs out").
+        limit = float(np.finfo(np.float64 if self.data_dtype == "float64" else np.float32).max)
+        with np.errstate(over="ignore"):
+            return mean, np.where(squares > limit, np.inf, squares / n)
 
     def _shard_stats(self, xs: list[np.ndarray], axes: tuple[int, ...]) -> tuple[Any, Any, int]:
         """Mean and biased variance of the concatenation of `xs`, from each shard's own

@@ -89,7 +89,9 @@ class RandomArray(Strict):
     """A seeded array: the same seed gives the same bytes on every machine (see inputs.py)."""
 
     seed: int = Field(ge=0)
-    shape: Union[list[int], dict[int, list[int]]]
+    # A list, a list per dim, or a word: `problem` (the input shape of the case's problem, for a
+    # spec that takes `shapes:`) or `channels` (one value per channel: (num_features,)).
+    shape: Union[list[int], dict[int, list[int]], Literal["problem", "channels"]]
     distribution: Literal["normal", "uniform", "arange", "constant"] = "normal"
     scale: float = 1.0
     offset: float = 0.0
@@ -97,6 +99,8 @@ class RandomArray(Strict):
     @field_validator("shape")
     @classmethod
     def _dims_non_negative(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return v
         shapes = v.values() if isinstance(v, dict) else [v]
         for s in shapes:
             if any(d < 0 for d in s):
@@ -401,6 +405,19 @@ class Spec(Strict):
     steps: list[Step] = Field(min_length=1)
     tolerance: dict[DTYPE_NAMES, Tolerance] = {}
     requires: list[str] = []
+    # Shape batches of the shapes library (cases/shapes.py): one case per problem (and grid
+    # point), with dim and num_features set from the problem and `shape: problem` its shape.
+    shapes: list[str] = []
+
+    @field_validator("shapes")
+    @classmethod
+    def _known_batches(cls, v: list[str]) -> list[str]:
+        from .shapes import BATCHES
+
+        unknown = [name for name in v if name not in BATCHES]
+        if unknown:
+            raise ValueError(f"unknown shape batch {unknown}; batches: {', '.join(BATCHES)}")
+        return v
 
     @field_validator("grid")
     @classmethod

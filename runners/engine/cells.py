@@ -47,6 +47,8 @@ def select(cases: list[Case], settings: Settings) -> list[Case]:
     """Cases of the families (all if none), matching an include pattern (all if none), minus excludes."""
 
     def wanted(case: Case) -> bool:
+        if case.tier == "full" and settings.tier != "full":
+            return False
         if settings.family and case.family not in settings.family:
             return False
         if settings.case and not any(id_matches(case.id, p) for p in settings.case):
@@ -68,9 +70,12 @@ def _each_filter_matches(cases: list[Case], settings: Settings) -> None:
             raise EmptySelection(f"--family {family!r} matches no family (families: {', '.join(families)})")
     for option, patterns in (("case", settings.case), ("exclude", settings.exclude)):
         for pattern in patterns:
-            if not any(id_matches(c.id, pattern) for c in cases):
+            matched = [c for c in cases if id_matches(c.id, pattern)]
+            if not matched:
                 hint = " (a spec with a grid has ids like family/spec[dim=2,...]: add [*] or *)" if "[" not in pattern else ""
                 raise EmptySelection(f"--{option} {pattern!r} matches no case{hint}")
+            if option == "case" and settings.tier != "full" and all(c.tier == "full" for c in matched):
+                raise EmptySelection(f"--case {pattern!r} matches only cases of the full tier: add --tier full")
 
 
 def selected_cases(settings: Settings) -> list[Case]:

@@ -50,6 +50,8 @@ def reproduce_command(case: Case, backend_name: str) -> str:
     parts = ["bnconform", "run", "--backend", backend_name]
     if case.source.parent.resolve() != BUILTIN_SPECS.resolve():
         parts += ["--specs", str(case.source.parent)]
+    if case.tier != "default":
+        parts += ["--tier", case.tier]
     return shlex.join(parts + ["--case", case.id])
 
 

@@ -22,7 +22,8 @@ def mismatch(quantity: str, expected: Any, actual: Any, tol: Tolerance) -> Optio
     """None when `actual` matches `expected` within `tol`; otherwise what differs and by how much.
 
     Expected None means "must be None". num_batches_tracked and integers compare exactly.
-    Elements match when |actual - expected| <= atol + rtol * |expected| (NaN matches NaN).
+    Elements match when |actual - expected| <= atol + rtol * |expected| (NaN matches NaN, and an
+    infinity the same infinity).
     """
     if expected is None or actual is None:
         if expected is None and actual is None:
@@ -38,8 +39,9 @@ def mismatch(quantity: str, expected: Any, actual: Any, tol: Tolerance) -> Optio
         return f"shape differs: expected {tuple(e.shape)}, got {tuple(a.shape)}\n  expected: {_short(e)}\n  actual:   {_short(a)}"
     if e.size == 0:
         return None
-    both_nan = np.isnan(e) & np.isnan(a)
-    abs_err = np.where(both_nan, 0.0, np.abs(a - e))
+    same = (np.isnan(e) & np.isnan(a)) | (np.isinf(e) & (a == e))  # NaN matches NaN, an infinity itself
+    with np.errstate(invalid="ignore"):
+        abs_err = np.where(same, 0.0, np.abs(a - e))
     abs_err = np.where(np.isnan(abs_err), np.inf, abs_err)
     allowed = tol.atol + tol.rtol * np.abs(np.nan_to_num(e))
     bad = abs_err > allowed

@@ -63,6 +63,14 @@ def _positive(text: str) -> float:
     return value
 
 
+def _tier(text: str) -> str:
+    from bnconform.cases.shapes import TIERS
+
+    if text not in TIERS:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(TIERS)}, got {text}")
+    return text
+
+
 def _progress_mode(text: str) -> str:
     if text not in PROGRESS_MODES:
         raise argparse.ArgumentTypeError(f"must be one of {', '.join(PROGRESS_MODES)}, got {text}")
@@ -79,6 +87,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("case", "only cases whose id equals ID or matches it as a glob (repeatable)", SELECT, metavar="ID"),
     Option("exclude", "leave out cases whose id equals ID or matches it as a glob (repeatable)", SELECT, metavar="ID"),
     Option("family", "only this family (repeatable)", SELECT, metavar="NAME"),
+    Option("tier", "the shapes library's tier: default (every block boundary at moderate size) or full (also the "
+           "large sizes: planes past 10^6 values, 100x100 planes of 65 channels; docs/spec-format.md)", SELECT,
+           kind="value", metavar="TIER", default="default", type=_tier),
     Option("manifest", "expected-deviation manifest (YAML): matching failures are xfailed (repeatable)",
            frozenset({RUN, CHECK}), metavar="FILE", path=True),
     Option("allow-unavailable", "run even if a requested backend cannot run here (not installed, no device, fails to "
@@ -159,6 +170,7 @@ class Settings:
     case: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     family: list[str] = field(default_factory=list)
+    tier: str = "default"
     manifest: list[str] = field(default_factory=list)
     strict: bool = False
     allow_unavailable: bool = False

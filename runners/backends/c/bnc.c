@@ -1,6 +1,7 @@
 /* bnconform's C BatchNorm kernels (see bnc.h). C99 + optional OpenMP. */
 #include "bnc.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>

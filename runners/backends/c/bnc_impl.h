@@ -318,6 +318,9 @@ int FN(bn_forward_train_)(const T *x, int64_t x_len, T *y, int64_t y_len, int64_
     /* Coefficients of channels [c0, c1) from save_mean/var; running buffers updated. */
 #define BNC_COEFFS(c0, c1)                                                                                   \
     for (int64_t c = (c0); c < (c1); ++c) {                                                                  \
+        /* torch sums float32 (and 16-bit) data's squared deviations in float: past FLT_MAX the  \
+         * variance is +inf (docs/semantics.md, "Where arithmetic runs out") */                            \
+        if (sizeof(T) <= 4 && var[c] * (double)n > (double)FLT_MAX) var[c] = INFINITY;                      \
         const double invstd = 1.0 / sqrt(var[c] + eps);                                                     \
         const double w = weight ? (double)weight[c] : 1.0;                                                   \
         save_invstd[c] = invstd;                                                                             \
