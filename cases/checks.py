@@ -48,6 +48,8 @@ def source_shape(source: Any, dim: int, key: str, limits: Limits) -> Shape:
                                                          f"{', '.join(str(d) for d in sorted(shape_spec))})")
             shape = tuple(shape_spec[dim])
             where = f"{key}.random.shape.{dim}"
+        elif isinstance(shape_spec, str):  # loader._shaped makes it concrete before any check
+            raise CaseProblem(f"{key}.random.shape", f"shape {shape_spec!r} was not made concrete")
         else:
             shape = tuple(shape_spec)
             where = f"{key}.random.shape"

@@ -58,6 +58,16 @@ DEVIATIONS: dict[str, str] = {
                          "the old value is weighted by float32(1 - m) instead of 1 - m"),
     "shard_stats_unweighted": ("shard statistics are averaged with equal weights instead of weighted by each "
                                "shard's count"),
+    # Shape classes: kernel paths taken by shape and size (cases/shapes.py, specs/19-shapes.yaml, 20-magnitudes.yaml).
+    "channel_tail": ("the channels past the last full block of 8 (C > 8, C % 8 != 0) are normalised with the "
+                     "statistics of the channel 8 before them, and their running statistics updated with those "
+                     "(stale vector lanes)"),
+    "channels_past_64": ("a channels_last forward with batch statistics leaves the channels from 64 on as they are: "
+                         "their output is their input and their running statistics are not updated"),
+    "square_overflow": ("the variance is E[x^2] - mean^2 with the squares of the raw values summed in float32 "
+                        "(float64 for float64 data): they overflow to inf past |x| ~1.8e19, and offsets cancel"),
+    "half_backward_overflow": ("the backward's per-channel sums (sum(dy), sum(dy * xhat)) of float16 data are "
+                               "accumulated in float16: past 65504 they are inf, below it they keep 11 bits"),
 }
 
 
@@ -101,6 +111,13 @@ def relevant(name: str, case: "Case") -> bool:
         return "fold" in actions
     if name == "shard_stats_unweighted":
         return any(f.shards is not None for f in forwards)
+    c = cfg.num_features
+    if name == "channel_tail":
+        return c > 8 and c % 8 != 0
+    if name == "channels_past_64":
+        return c > 64 and any(f.layout.startswith("channels_last") for f in forwards)
+    if name == "half_backward_overflow":
+        return cfg.data_dtype == "float16" and "backward" in actions
     if name == "momentum_float32":  # a float32 rounding of m shows only beside float64 buffers
         return cfg.dtype == "float64"
     return True

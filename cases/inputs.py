@@ -31,6 +31,8 @@ def shape_for(spec: RandomArray, dim: int) -> tuple[int, ...]:
         if dim not in spec.shape:
             raise ValueError(f"random array has no shape for dim={dim} (has {sorted(spec.shape)})")
         return tuple(spec.shape[dim])
+    if isinstance(spec.shape, str):  # made concrete when the case is expanded (loader._shaped)
+        raise ValueError(f"shape {spec.shape!r} outside a case that gives it one")
     return tuple(spec.shape)
 
 

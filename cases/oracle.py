@@ -11,7 +11,6 @@ reference. The switched branches are marked `# deviation:`.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, cast
 
@@ -102,6 +101,24 @@ def _channel(v: np.ndarray) -> np.ndarray:
     """A statistic as one value per channel (per-position statistics averaged over positions)."""
     v = np.asarray(v)
     return v.reshape(v.shape[1], -1).mean(axis=1) if v.ndim > 1 else v
+
+
+def _stale_tail(v: np.ndarray) -> np.ndarray:
+    """deviation channel_tail: per-channel statistics (channels on axis 1) whose tail, the channels
+    past the last full block of 8 when C > 8 and C % 8 != 0, holds those of the channel 8 before."""
+    c = v.shape[1]
+    if c <= 8 or c % 8 == 0:
+        return v
+    v = v.copy()
+    v[:, c - c % 8:] = v[:, c - c % 8 - 8:c - 8]
+    return v
+
+
+def _half_sum(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """deviation half_backward_overflow: a sum over `axes` (keepdims) held in float16 (past 65504
+    it is inf)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _fsum(a, axes).astype(np.float16).astype(np.float64)
 
 
 @dataclass
@@ -233,6 +250,13 @@ class Oracle:
             mean_t = xt.mean(axis=axes, keepdims=True, dtype=xt.dtype)
             var_t = (xt * xt).mean(axis=axes, keepdims=True, dtype=xt.dtype) - mean_t * mean_t
             return mean_t.astype(np.float64), var_t.astype(np.float64)
+        if "square_overflow" in self.dev:  # deviation: E[x^2] - mean^2, the raw squares summed in float32
+            acc = np.float64 if self.data_dtype == "float64" else np.float32  # (float32: inf past |x| ~1.8e19)
+            xt = np.ascontiguousarray(x).astype(acc)
+            mean = _fsum(x, axes) / n
+            with np.errstate(over="ignore", invalid="ignore"):
+                second = (xt * xt).sum(axis=axes, keepdims=True, dtype=acc).astype(np.float64) / n
+                return mean, second - mean * mean
         if "half_accumulation" in self.dev and self.data_dtype in LOW_PRECISION:  # deviation
             dt = numpy_dtype(self.data_dtype)
             with np.errstate(over="ignore", invalid="ignore"):
@@ -350,6 +374,8 @@ class Oracle:
         )
         if "batch_stats_in_eval" in dev and not self.training:
             updates = False
+        # deviation channels_past_64: a channels_last forward with batch statistics leaves channels 64+ as they are
+        past_64 = "channels_past_64" in dev and batch_stats and not sharded and self.input_layout != "contiguous"
         if batch_stats or (updates and not self.training):
             if count == 0:
                 mean = np.full([1 if i in axes else s for i, s in enumerate(x.shape)], np.nan)
@@ -358,14 +384,20 @@ class Oracle:
                 mean, var, _ = self._shard_stats(xs, axes)
             else:
                 mean, var = self._batch_stats(x, axes, count)
+            if "channel_tail" in dev:  # deviation: the tail channels take the statistics of the channel 8 before
+                mean, var = _stale_tail(mean), _stale_tail(var)
             if updates:
                 # `updates` implies `buffers`: running_mean is set, and running_var always with it.
                 assert self.running_mean is not None and self.running_var is not None
                 corrected = var if "biased_running_var" in dev or count == 0 else var * count / max(count - 1, 1)  # Bessel
                 if "momentum_float32" in dev:  # deviation: the decay weight 1 - factor held as a float32
                     factor = 1.0 - float(np.float32(1.0 - factor))
+                if past_64:  # deviation: channels 64+ keep their running statistics (kept here)
+                    kept = (self.running_mean[64:].copy(), self.running_var[64:].copy())
                 self.running_mean = (1 - factor) * self.running_mean + factor * _channel(mean)
                 self.running_var = (1 - factor) * self.running_var + factor * _channel(corrected)
+                if past_64:  # deviation: (restored here)
+                    self.running_mean[64:], self.running_var[64:] = kept
                 if "buffers_in_input_dtype" in dev:  # deviation: the buffers are stored in the input's dtype
                     dt = numpy_dtype(self.data_dtype)
                     self.running_mean = self.running_mean.astype(dt).astype(np.float64)
@@ -400,6 +432,9 @@ class Oracle:
                 outputs.append((xhat + b) * w)
             else:
                 outputs.append(xhat * w + b)
+        if past_64:  # deviation: the output of channels 64+ is their input
+            for out, shard in zip(outputs, xs):
+                out[:, 64:] = shard[:, 64:]
         # A backward needs the graph: none under no_grad / inference_mode, none across shards here.
         self._saved = None if grad_mode != "enabled" or sharded else _Saved(
             x=x, mean=mean, var=var, batch_stats=batch_stats, eps=self.eps,
@@ -430,12 +465,17 @@ class Oracle:
             g = np.ones(shape)
         sum_dy = _fsum(dy, s.axes)
         sum_dy_xhat = _fsum(dy * xhat, s.axes)
+        half_sums = "half_backward_overflow" in dev and self.data_dtype == "float16"  # deviation
+        if half_sums:  # deviation: the backward's sums of float16 data accumulated in float16
+            sum_dy, sum_dy_xhat = _half_sum(dy, s.axes), _half_sum(dy * xhat, s.axes)
         if s.batch_stats and "grad_stats_constant" not in dev:
             dx = g * invstd / n * (n * dy - sum_dy - xhat * sum_dy_xhat)
         else:  # buffers are constants (and the deviation treats batch statistics as such)
             dx = dy * g * invstd
         grad_w = _fsum(dy * xhat, channel_axes).ravel()
         grad_b = _fsum(dy, channel_axes).ravel()
+        if half_sums:  # deviation
+            grad_w, grad_b = _half_sum(dy * xhat, channel_axes).ravel(), _half_sum(dy, channel_axes).ravel()
         if "grad_weight_sum_dy" in dev:  # deviation
             grad_w = grad_b.copy()
         if "affine_ignored" in dev:

@@ -58,7 +58,7 @@ class Problem:
 
 def _plane(n: int) -> tuple[int, int]:
     """A near-square (H, W) with H * W == n (n itself when it is prime)."""
-    h = int(math.isqrt(n))
+    h = math.isqrt(n)
     while n % h:
         h -= 1
     return h, n // h

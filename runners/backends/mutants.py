@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from bnconform.cases.layouts import is_channels_last
 from bnconform.runners.backends.kernel_module import KernelModule
 from bnconform.runners.backends.numpy_backend import NumpyBackend, NumpyKernel
 from bnconform.runners.backends.protocol import PROFILES
@@ -391,6 +392,130 @@ class _ShardStatsUnweighted(KernelModule):
         return mean, second - mean * mean
 
 
+# -- shape classes: kernel paths taken by shape and size (cases/shapes.py) -------------------
+def _channel_axes(x: np.ndarray) -> tuple[int, ...]:
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _values_per_channel(x: np.ndarray) -> int:
+    return x.shape[0] * math.prod(x.shape[2:])
+
+
+class _ChannelTail(NumpyKernel):
+    """Vectorised over blocks of 8 channels; the tail (the channels past the last full block,
+    when C > 8 and C % 8 != 0) runs in lanes still holding the block before: each tail channel
+    is normalised with the statistics of the channel 8 before it, and its running statistics
+    are updated with those. C = 8, 16, 64 and C <= 8 are right."""
+
+    BLOCK = 8
+
+    def batch_stats(self, x, scratch=None):
+        mean, var = super().batch_stats(x, scratch)
+        c, b = mean.shape[0], self.BLOCK
+        if c > b and c % b:
+            start = c - c % b
+            mean[start:], var[start:] = mean[start - b:c - b], var[start - b:c - b]
+        return mean, var
+
+
+class _ChannelsPast64(NumpyKernel):
+    """A channels_last training kernel whose channel loop stops at 64 (pytorch#57077: channels_last
+    BatchNorm training right for the first 64 channels only): channels 64 and up keep their input
+    as output and their running statistics. Contiguous input, eval mode and the backward are right."""
+
+    channels_last = True
+    LIMIT = 64
+
+    def forward_train(self, x, weight, bias, running_mean, running_var, factor, eps):
+        short = is_channels_last(x) and x.shape[1] > self.LIMIT
+        x = np.ascontiguousarray(x)
+        kept = None if running_mean is None or running_var is None else (
+            running_mean[self.LIMIT:].copy(), running_var[self.LIMIT:].copy())
+        y, mean, invstd = super().forward_train(x, weight, bias, running_mean, running_var, factor, eps)
+        if short:
+            y[:, self.LIMIT:] = x[:, self.LIMIT:]
+            if kept is not None and running_mean is not None and running_var is not None:
+                running_mean[self.LIMIT:], running_var[self.LIMIT:] = kept
+        return y, mean, invstd
+
+    # everything else takes its arrays C-contiguous, as NumpyKernel does (KernelModule puts the
+    # results back into the input's layout)
+    def forward_eval(self, x, weight, bias, running_mean, running_var, eps):
+        return super().forward_eval(np.ascontiguousarray(x), weight, bias, running_mean, running_var, eps)
+
+    def batch_stats(self, x, scratch=None):
+        return super().batch_stats(np.ascontiguousarray(x), None)
+
+    def backward_train(self, dy, x, weight, mean, invstd):
+        return super().backward_train(np.ascontiguousarray(dy), np.ascontiguousarray(x), weight, mean, invstd)
+
+    def backward_eval(self, dy, x, weight, running_mean, running_var, eps):
+        return super().backward_eval(np.ascontiguousarray(dy), np.ascontiguousarray(x), weight, running_mean,
+                                     running_var, eps)
+
+
+class _LargePlaneOnePass(_OnePassVariance):
+    """A "large plane" path (tensorflow#118701): a channel of 16384 values or more gets its
+    variance in one pass, E[x^2] - E[x]^2 in float32 (float64 for float64 data); smaller planes
+    take the right two-pass path. Data at an offset of 1e4 or more cancels there."""
+
+    LARGE = 16384
+
+    def batch_stats(self, x, scratch=None):
+        if _values_per_channel(x) < self.LARGE:
+            return NumpyKernel.batch_stats(self, x, scratch)
+        return super().batch_stats(x, scratch)
+
+
+class _SquareOverflow(NumpyKernel):
+    """The variance as E[x^2] - mean^2 from the squares of the raw values, summed in float32
+    (float64 for float64 data), the mean and the subtraction in float64: past |x| ~1.8e19 a
+    float32 square is inf although the centred squares are not (x = 2e19 + 1e17 z), and data at
+    an offset loses digits to the cancellation."""
+
+    def batch_stats(self, x, scratch=None):
+        mean, _var = super().batch_stats(x, scratch)
+        with np.errstate(over="ignore", invalid="ignore"):
+            second = (x * x).sum(axis=_channel_axes(x), dtype=x.dtype).astype(np.float64) / _values_per_channel(x)
+            return mean, second - mean * mean
+
+
+class _HalfBackwardSums(KernelModule):
+    """For float16 data the backward's per-channel sums, sum(dy) and sum(dy * xhat), are held in a
+    float16 accumulator: past 65504 they are inf (65536 values per channel with dy ~ 1), and they
+    keep float16's 11 bits below it. The forward, bfloat16 and float32 data are right."""
+
+    def backward(self, grad_output):
+        saved = self._saved
+        if saved is None or saved[0] not in ("train", "eval") or saved[1].dtype != np.float16:
+            return super().backward(grad_output)
+        x, xk = saved[1], saved[2]
+        axes, n, c = _channel_axes(x), _values_per_channel(x), x.shape[1]
+        if saved[0] == "train":  # the batch mean again, in float64: the float16 sums are all that is wrong
+            mean, invstd = xk.astype(np.float64).mean(axis=axes), np.asarray(saved[4], np.float64)
+        else:
+            mean, invstd = np.asarray(saved[3], np.float64), 1.0 / np.sqrt(np.asarray(saved[4], np.float64) + saved[5])
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        w = self.params["weight"]
+        g = (np.ones(c) if w is None else w.astype(np.float64)).reshape(shape)
+        dy = np.ascontiguousarray(grad_output).astype(np.float64)
+        xhat = (np.ascontiguousarray(xk).astype(np.float64) - mean.reshape(shape)) * invstd.reshape(shape)
+        with np.errstate(over="ignore", invalid="ignore"):  # the accumulator is a float16
+            sum_dy = dy.sum(axis=axes, keepdims=True).astype(np.float16).astype(np.float64)
+            sum_dy_xhat = (dy * xhat).sum(axis=axes, keepdims=True).astype(np.float16).astype(np.float64)
+            if saved[0] == "train":
+                dx = g * invstd.reshape(shape) / n * (n * dy - sum_dy - xhat * sum_dy_xhat)
+            else:
+                dx = dy * g * invstd.reshape(shape)
+        self._saved = None
+        return {
+            "input": self._as_caller_expects(dx.astype(np.float16), x),
+            "weight": sum_dy_xhat.ravel().astype(self.dtype) if w is not None and self.requires_grad["weight"] else None,
+            "bias": sum_dy.ravel().astype(self.dtype) if self.params["bias"] is not None and self.requires_grad["bias"]
+            else None,
+        }
+
+
 def _stats_constant_factory(num_features, *, dim, **kwargs):
     """A torch BatchNorm whose hand-written backward treats the batch statistics as constants
     when differentiated again: first-order gradients are right, second-order ones are not."""
@@ -521,6 +646,11 @@ fold_without_eps = _register("fold_without_eps", "fold_without_eps", module=_Fol
 fold_mean_ignored = _register("fold_mean_ignored", "fold_mean_ignored", module=_FoldMeanIgnored)
 momentum_float32 = _register("momentum_float32", "momentum_float32", module=_MomentumFloat32)
 shard_stats_unweighted = _register("shard_stats_unweighted", "shard_stats_unweighted", module=_ShardStatsUnweighted)
+channel_tail = _register("channel_tail", "channel_tail", kernel=_ChannelTail(threads=1))
+channels_past_64 = _register("channels_past_64", "channels_past_64", kernel=_ChannelsPast64(threads=1))
+large_plane_one_pass = _register("large_plane_one_pass", "one_pass_variance", kernel=_LargePlaneOnePass(threads=1))
+square_overflow = _register("square_overflow", "square_overflow", kernel=_SquareOverflow(threads=1))
+half_backward_overflow = _register("half_backward_overflow", "half_backward_overflow", module=_HalfBackwardSums)
 CAUSE["double_backward_stats_constant"] = "double_backward_stats_constant"
 double_backward_stats_constant = _TorchMutant("double_backward_stats_constant", _stats_constant_factory)
 

@@ -9,6 +9,7 @@ from bnconform.cases.dtypes import DTYPES as DTYPE_NAMES
 from bnconform.cases.dtypes import numpy_dtype
 from bnconform.cases.layouts import copy_keeping_strides
 from bnconform.runners.backends.protocol import Array, BackendUnavailable, Capabilities, ModuleConfig
+from bnconform.runners.engine.contract import ContractViolation
 
 FEATURES = frozenset(
     {
@@ -59,6 +60,90 @@ def to_numpy(t: Any) -> Optional[Array]:
     return t.numpy().copy(order="K")
 
 
+def _value_text(t: Any) -> str:
+    """One element as its dtype prints it (1.0, 0.1, nan)."""
+    import torch
+
+    v = t.item()
+    if t.dtype == torch.float32:
+        return str(np.float32(v))
+    if t.dtype == torch.float16:
+        return str(np.float16(v))
+    return repr(float(v))
+
+
+def _bits(t: Any) -> Any:
+    """A float tensor's elements as integers of their width: equality that sees NaN and -0.0."""
+    import torch
+
+    return t.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def written(before: Any, after: Any) -> Optional[str]:
+    """What was written into `after` (a tensor the module was handed) since `before` (its clone as
+    handed), e.g. `12 of 24 elements changed, first at index (0, 1): 1.0 -> 2.0`; None if nothing."""
+    import torch
+
+    if after.shape != before.shape or after.dtype != before.dtype:
+        return f"it changed from {tuple(before.shape)} {before.dtype} to {tuple(after.shape)} {after.dtype}"
+    with torch.no_grad():
+        a, b = _bits(before.detach()), _bits(after.detach())
+        if torch.equal(a, b):
+            return None
+        changed = a != b
+        first = tuple(int(i) for i in changed.nonzero()[0])
+        return (f"{int(changed.sum())} of {changed.numel()} elements changed, first at index {first}: "
+                f"{_value_text(before[first])} -> {_value_text(after.detach()[first])}")
+
+
+class HandedTensors:
+    """The tensors an adapter hands a torch module (the input, grad_output, the probe, the shards,
+    a state dict's values), each with one clone taken as handed. A module may read them, never
+    write into them: `check()` after every call compares each with its clone, so a write during
+    the call, or during a later one (forward's input kept and written in backward), fails the
+    cell with a ContractViolation saying what was written. (The worker checks the NumPy arrays a
+    backend is given; the adapter's tensors are copies of those, so only this sees the module.)"""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[str, str, Any, Any]] = []
+
+    def hand(self, what: str, method: str, t: Any) -> Any:
+        """Keep `t` (handed to the module by `method`) and a clone of it as handed; return `t`."""
+        self.held.append((what, method, t, t.detach().clone()))
+        return t
+
+    def check(self, during: str) -> None:
+        for what, method, t, before in self.held:
+            change = written(before, t)
+            if change is None:
+                continue
+            if method == during:
+                raise ContractViolation(f"{method}() wrote into the {what} it was handed: {change}")
+            raise ContractViolation(f"{during}() wrote into the {what} that {method}() had handed the module: {change}")
+
+
+def _checked(method: Any) -> Any:
+    """Run a TorchModule method, then check that no handed tensor was written into (also when the
+    call raised: a write is reported before whatever the module raised after it)."""
+    import functools
+
+    name = method.__name__
+
+    @functools.wraps(method)
+    def call(self: "TorchModule", *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = method(self, *args, **kwargs)
+        except ContractViolation:
+            raise
+        except Exception:
+            self.handed.check(name)
+            raise
+        self.handed.check(name)
+        return result
+
+    return call
+
+
 class TorchModule:
     """The protocol over any torch module that behaves like nn.BatchNorm{dim}d."""
 
@@ -87,6 +172,7 @@ class TorchModule:
         else:
             module = factory(config.num_features, dim=config.dim, **kwargs)
         self.m = module.to(device=device, dtype=self.dtype)
+        self.handed = HandedTensors()  # what the module is given, checked after every call
         self._x: Any = None
         self._y: Any = None
 
@@ -98,9 +184,11 @@ class TorchModule:
     def _numpy(t: Any) -> Optional[Array]:
         return to_numpy(t)
 
+    @_checked
     def train(self) -> None:
         self.m.train()
 
+    @_checked
     def eval(self) -> None:
         self.m.eval()
 
@@ -110,35 +198,41 @@ class TorchModule:
             return m
         return 1.0 - m
 
+    @_checked
     def set_attribute(self, name: str, value: object) -> None:
         if name == "momentum":
             value = self._torch_momentum(cast(Optional[float], value))  # a SetStep momentum
         setattr(self.m, name, value)
 
+    @_checked
     def forward(self, x: Array) -> Array:
-        self._x = self._tensor(x).requires_grad_(True)
+        self._x = self.handed.hand("input tensor", "forward", self._tensor(x).requires_grad_(True))
         self._y = self.m(self._x)
         return cast(Array, self._numpy(self._y))  # the module's output tensor
 
+    @_checked
     def forward_with_grad_mode(self, x: Array, mode: str) -> Array:
         context = self.torch.no_grad() if mode == "no_grad" else self.torch.inference_mode()
         with context:
-            self._x = self._tensor(x)
+            self._x = self.handed.hand("input tensor", "forward_with_grad_mode", self._tensor(x))
             self._y = self.m(self._x)
             return cast(Array, self._numpy(self._y))
 
+    @_checked
     def forward_shards(self, shards: list[Array]) -> list[Array]:
         """torch's semantics of a sharded batch: BatchNorm over the concatenation."""
-        x = self.torch.cat([self._tensor(s) for s in shards])
+        x = self.handed.hand(f"input tensor (its {len(shards)} shards concatenated)", "forward_shards",
+                             self.torch.cat([self._tensor(s) for s in shards]))
         y = self.m(x)
         self._y = None
         return [cast(Array, self._numpy(part)) for part in self.torch.split(y, [s.shape[0] for s in shards])]
 
+    @_checked
     def backward(self, grad_output: Array) -> dict[str, Optional[Array]]:
         for p in (self.m.weight, self.m.bias):
             if p is not None:
                 p.grad = None
-        self._y.backward(self._tensor(grad_output))
+        self._y.backward(self.handed.hand("grad_output tensor", "backward", self._tensor(grad_output)))
         grads = {
             "input": self._numpy(self._x.grad),
             "weight": self._numpy(None if self.m.weight is None else self.m.weight.grad),
@@ -147,19 +241,21 @@ class TorchModule:
         self._y = None
         return grads
 
+    @_checked
     def double_backward(self, grad_output: Array, probe: Array) -> dict[str, Optional[Array]]:
         """Gradients of sum(dx * probe), dx = d<y, grad_output>/dx, w.r.t. x, weight and grad_output."""
         torch = self.torch
-        dy = self._tensor(grad_output).requires_grad_(True)
+        dy = self.handed.hand("grad_output tensor", "double_backward", self._tensor(grad_output).requires_grad_(True))
         weight = self.m.weight if self.m.weight is not None and self.m.weight.requires_grad else None
         (dx,) = torch.autograd.grad(self._y, self._x, dy, create_graph=True)
-        loss = (dx * self._tensor(probe)).sum()
+        loss = (dx * self.handed.hand("probe tensor", "double_backward", self._tensor(probe))).sum()
         wrt = [self._x, dy] + ([weight] if weight is not None else [])
         grads = torch.autograd.grad(loss, wrt, allow_unused=True, materialize_grads=True)
         self._y = None
         return {"input": self._numpy(grads[0]), "output": self._numpy(grads[1]),
                 "weight": self._numpy(grads[2]) if weight is not None else None}
 
+    @_checked
     def fold(self, layer: str, weight: Array, bias: Optional[Array]) -> tuple[Array, Array]:
         """torch.nn.utils.fusion's fuse_{linear,conv}_bn_eval on a layer holding `weight` and `bias`."""
         torch = self.torch
@@ -179,6 +275,7 @@ class TorchModule:
         fused = (fusion.fuse_linear_bn_eval if layer == "linear" else fusion.fuse_conv_bn_eval)(lin, self.m)
         return cast(Array, self._numpy(fused.weight)), cast(Array, self._numpy(fused.bias))
 
+    @_checked
     def get(self, name: str) -> Optional[Array | int]:
         t = getattr(self.m, name)
         if t is None:
@@ -187,20 +284,24 @@ class TorchModule:
             return int(t.item())
         return self._numpy(t)
 
+    @_checked
     def assign(self, name: str, value: Array | int) -> None:
         with self.torch.no_grad():
             target = getattr(self.m, name)
             source = self._tensor(np.asarray(value)) if not isinstance(value, int) else self.torch.tensor(value)
             target.copy_(source)
 
+    @_checked
     def state_dict(self) -> dict[str, Array]:
         return {k: cast(Array, self._numpy(v)) for k, v in self.m.state_dict().items()}
 
+    @_checked
     def load_state_dict(self, state: dict[str, Array], strict: bool = True, version: object = "current") -> None:
         """`version`: "current" (nn.BatchNorm's _version), an older number, or "none" (no metadata)."""
         from collections import OrderedDict
 
-        sd = OrderedDict((k, self._tensor(np.asarray(v))) for k, v in state.items())
+        sd = OrderedDict((k, self.handed.hand(f"state dict's {k!r} tensor", "load_state_dict", self._tensor(np.asarray(v))))
+                         for k, v in state.items())
         # Protocol dicts are current-version ones unless said otherwise: without this metadata
         # torch takes the dict for a pre-num_batches_tracked one and fills the missing counter in.
         if version != "none":
@@ -208,12 +309,15 @@ class TorchModule:
             sd._metadata = OrderedDict({"": {"version": number}})  # type: ignore[attr-defined]
         self.m.load_state_dict(sd, strict=strict)
 
+    @_checked
     def reset_running_stats(self) -> None:
         self.m.reset_running_stats()
 
+    @_checked
     def reset_parameters(self) -> None:
         self.m.reset_parameters()
 
+    @_checked
     def set_requires_grad(self, name: str, flag: bool) -> None:
         getattr(self.m, name).requires_grad_(flag)
 
