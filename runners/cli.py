@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -33,7 +34,7 @@ from bnconform.runners.engine.cells import (
     selected_cases,
     selected_columns,
 )
-from bnconform.runners.engine.options import BENCH, CHECK, MUTANTS, RUN, Settings
+from bnconform.runners.engine.options import BENCH, CHECK, FUZZ, MUTANTS, RUN, Settings
 from bnconform.runners.reports import outdir
 from bnconform.runners.reports.results import RunReport
 
@@ -61,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     options.add_cli_options(mut, MUTANTS)
     options.add_cli_options(sub.add_parser(BENCH, help="time every backend against torch, kernel against kernel and "
                                                       "as called; write timing.json and timing.md"), BENCH)
+    options.add_cli_options(sub.add_parser(FUZZ, help="property-based scenarios against the oracle within a time "
+                                                     "budget; a failure is shrunk and kept as a spec and a script"), FUZZ)
     cmp_ = sub.add_parser("compare", help="what changed between two conformance (or two timing) reports")
     cmp_.add_argument("base", metavar="BASE", help="the earlier conformance.json or timing.json")
     cmp_.add_argument("new", metavar="NEW", help="the later report of the same kind")
@@ -136,6 +139,9 @@ def _engine(args: argparse.Namespace, command: str, backends: Optional[list[str]
     if backends is not None:
         settings.backend = backends
     in_process = str(args.workers) in ("0", "")
+    if settings.keep_order and not in_process:
+        raise UsageProblem(f"--keep-order runs the cases in the given order, in one process per backend column: "
+                           f"not with -n/--workers {args.workers}")
     _interrupt_on_sigterm()
     _check_request(settings, command, in_process)
     argv = _pytest_base(CELLS_MODULE) + ["-v" if args.verbose else "-q"]
@@ -143,6 +149,8 @@ def _engine(args: argparse.Namespace, command: str, backends: Optional[list[str]
     if not in_process:
         argv += [*_plugins("xdist"), "-n", str(args.workers), "--max-worker-restart", "1000"]
     argv += options.pytest_args(args, command)
+    if command == MUTANTS:  # rerunning failures alone changes no outcome, so no score: not worth a worker each
+        argv.append("--bnconform-no-rerun-alone")
     if backends is not None:
         argv += [a for name in backends for a in ("--bnconform-backend", name)]
     code = int(pytest.main(argv))
@@ -288,8 +296,39 @@ def compare_reports(args: argparse.Namespace) -> int:
     return EXIT_FAILED if diff["regressions"] else EXIT_OK
 
 
+def _number(option: str, text: object, kind: Callable[[str], float], ok: Callable[[float], bool], what: str) -> float:
+    """A numeric option's value, or a one-line usage problem."""
+    try:
+        value = kind(str(text))
+    except ValueError:
+        raise UsageProblem(f"{option} {text}: must be {what}") from None
+    if not (math.isfinite(value) and ok(value)):
+        raise UsageProblem(f"{option} {text}: must be {what}")
+    return value
+
+
+def fuzz(args: argparse.Namespace) -> int:
+    """Property-based scenarios on one backend (runners/fuzz/): exit 1 with the files of a failure."""
+    from bnconform.runners.fuzz.command import FuzzUsageError, Request
+    from bnconform.runners.fuzz.command import run as run_fuzz
+    from bnconform.runners.fuzz.engine import new_seed
+
+    _importable_from_cwd()
+    if len(args.backend) != 1:
+        raise UsageProblem("fuzz takes exactly one --backend")
+    budget = _number("--budget", args.budget, float, lambda v: v > 0, "a positive number of seconds")
+    seed = (int(_number("--seed", args.seed, int, lambda v: v >= 0, "a non-negative integer")) if args.seed is not None
+            else new_seed())
+    request = Request(args.backend[0], budget, seed, Path(args.out), args.timeout, args.progress)
+    _interrupt_on_sigterm()
+    try:
+        return run_fuzz(request)
+    except FuzzUsageError as exc:
+        raise UsageProblem(str(exc)) from None
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    RUN: run, CHECK: check, MUTANTS: mutants, BENCH: bench, "compare": compare_reports,
+    RUN: run, CHECK: check, MUTANTS: mutants, BENCH: bench, FUZZ: fuzz, "compare": compare_reports,
 }
 
 

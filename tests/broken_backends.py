@@ -380,3 +380,48 @@ contiguous_output = ContiguousOutput()
 output_in_float32 = OutputInFloat32()
 ignores_strides = IgnoresStrides()
 allocates_per_call = AllocatesPerCall(name="allocates_per_call")
+
+
+class OrderDependent(NumpyBackend):
+    """A backend with global state: once its process has built a BatchNorm3d, every BatchNorm1d
+    it runs is off by 1e-3 (as a compile cache or a thread pool left behind can do), so a dim=1
+    case fails only after a dim=3 one in the same worker (tests/test_order_dependence.py). A
+    3-channel module is off always: a bug of its own, whatever ran before. With
+    $BNCONFORM_TEST_ORDER_LOG set, each forward appends "PID DIM CHANNELS" to that file."""
+
+    def create(self, config: ModuleConfig) -> KernelModule:
+        global _BUILT_3D
+        _BUILT_3D = _BUILT_3D or config.dim == 3
+        module = super().create(config)
+        forward, off = module.forward, self.off
+
+        def shifted_forward(x: np.ndarray) -> np.ndarray:
+            log = os.environ.get("BNCONFORM_TEST_ORDER_LOG")
+            if log:
+                with open(log, "a", encoding="utf-8") as f:
+                    f.write(f"{os.getpid()} {config.dim} {config.num_features}\n")
+            out = forward(x)
+            return out + np.asarray(1e-3, out.dtype) if off(config) else out
+
+        module.forward = shifted_forward  # type: ignore[method-assign]
+        return module
+
+    def off(self, config: ModuleConfig) -> bool:
+        return (_BUILT_3D and config.dim == 1) or config.num_features == 3
+
+
+class FlakyOnce(OrderDependent):
+    """Off by 1e-3 in the first dim=1 forward it ever runs: a marker file (the path in
+    $BNCONFORM_TEST_FLAKY) that does not exist yet, created then; never again after."""
+
+    def off(self, config: ModuleConfig) -> bool:
+        marker = Path(os.environ.get("BNCONFORM_TEST_FLAKY", os.devnull))
+        if config.dim != 1 or marker == Path(os.devnull) or marker.exists():
+            return False
+        marker.touch()
+        return True
+
+
+_BUILT_3D = False
+order_dependent = OrderDependent(name="order-dependent")
+flaky_once = FlakyOnce(name="flaky-once")

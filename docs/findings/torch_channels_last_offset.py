@@ -2,8 +2,8 @@
 
 (1, 3, 512, 512) float32 values 1e4 + N(0, 1): contiguous, running_var (momentum 1: the
 unbiased batch variance) is right to 1e-6; the same values in channels_last memory give about
-90 instead of 1.0 (9.9 after one step of the default momentum 0.1), and outputs off by up to 5 (the statistics are accumulated in float32 along
-the rows). The shapes library therefore pins channels_last on centred data only
+90 instead of 1.0 (9.9 after one step of the default momentum 0.1), and outputs off by up to 5
+(the statistics are accumulated in float32 along the rows). The shapes library therefore pins channels_last on centred data only
 (docs/semantics.md, "Where arithmetic runs out").
 """
 # requires: torch

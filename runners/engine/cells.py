@@ -11,16 +11,16 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from bnconform.cases.loader import BUILTIN_SPECS, load_cases, spec_files
 from bnconform.cases.model import Case, id_matches
 from bnconform.runners.backends import Column, columns, default_backends
-from bnconform.runners.engine import manifest
-from bnconform.runners.engine.execute import exercises, run_case, still_fails, tolerance_label
+from bnconform.runners.engine import manifest, order
+from bnconform.runners.engine.execute import exercises, reproduce_command, run_case, still_fails, tolerance_label
 from bnconform.runners.engine.isolation import Hosts, RemoteBackend
 from bnconform.runners.engine.options import Settings
-from bnconform.runners.reports.results import BackendInfo, CaseResult
+from bnconform.runners.reports.results import FAILING, BackendInfo, CaseResult
 
 # A cell's test id is CASE_ID[COLUMN], parametrising test_conformance; case ids are family/spec
 # or family/spec[grid], ids and families are [a-z0-9_]+, and a column name has no brackets. One
@@ -55,7 +55,10 @@ def select(cases: list[Case], settings: Settings) -> list[Case]:
             return False
         return not any(id_matches(case.id, p) for p in settings.exclude)
 
-    return [c for c in cases if wanted(c)]
+    chosen = [c for c in cases if wanted(c)]
+    if settings.keep_order and settings.case:  # each pattern's matches in turn, a case once
+        chosen = list({c.id: c for p in settings.case for c in chosen if id_matches(c.id, p)}.values())
+    return chosen
 
 
 class EmptySelection(Exception):
@@ -95,8 +98,19 @@ def selected_cases(settings: Settings) -> list[Case]:
 
 
 def selected_columns(settings: Settings) -> list[Column]:
-    """The backend columns (names checked, nothing imported). Raises UnknownBackend."""
-    return columns(settings.backend or default_backends())
+    """The backend columns (names checked, nothing imported). Raises UnknownBackend, or
+    UnknownColumn for a --fresh-worker value that names none of them."""
+    found = columns(settings.backend or default_backends())
+    names = [c.name for c in found]
+    for name in settings.fresh_worker:
+        if name != "all" and name not in names:
+            raise UnknownColumn(f"--fresh-worker {name!r} names no backend column of this run "
+                                f"(columns: {', '.join(names)}; or 'all')")
+    return found
+
+
+class UnknownColumn(EmptySelection):
+    """A --fresh-worker value that names no column of the run: a typo, refused as a usage error."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +181,7 @@ class Cells:
         self.entries = manifest.load(Path(p) for p in settings.manifest)
         self.hosts = preflight(settings, self.columns)
         self.shipped: dict[str, list[manifest.Entry] | str] = {}  # a column's own manifest, or why it failed to load
+        self.fresh = {c.name for c in self.columns if {"all", c.name} & set(settings.fresh_worker)}
 
     def all(self) -> list[Cell]:
         return [Cell(case, column) for case in self.cases for column in self.columns]
@@ -184,16 +199,22 @@ class Cells:
         case, name = cell.case, cell.column.name
         start = time.perf_counter()
         backend = self.hosts.backend(cell.column)
-        backend.begin_cell()
+        if name in self.fresh and backend.history():  # --fresh-worker: every cell alone
+            backend.restart()
+        backend.begin_cell(case)
+        before: list[Case] = backend.history()
         shipped = self._shipped(backend)
         diagnosis: tuple[str, ...]
+        culprits: list[str] = []
         if isinstance(shipped, str):
             outcome, message, diagnosis = "error", shipped, ()
         else:
             column = cell.column
-            result = run_case(case, backend, name, column.name if column.name == column.target
-                              else f"{column.name}={column.target}")
+            given_as = column.name if column.name == column.target else f"{column.name}={column.target}"
+            result = run_case(case, backend, name, given_as)
             outcome, message, diagnosis = result.outcome, result.message, result.diagnosis
+            if outcome in FAILING and before and not self.settings.no_rerun_alone:  # does it fail alone?
+                message, culprits = self._alone(cell, backend, before, message, given_as)
             base = backend.conventions.deviations() if backend.conventions else frozenset()
             outcome, message = self._expected(case, backend, name, outcome, message, diagnosis,
                                               self.entries + shipped, base)
@@ -201,7 +222,30 @@ class Cells:
                            backend.conventions.describe() if backend.conventions else None, backend.manifest)
         return CaseResult(spec=case.id, family=case.family, backend=name, outcome=outcome, message=message,
                           duration=round(time.perf_counter() - start, 6), tolerance=tolerance_label(case),
-                          diagnosis=list(diagnosis)), info
+                          diagnosis=list(diagnosis), order_dependent=culprits), info
+
+    def _alone(self, cell: Cell, backend: RemoteBackend, before: list[Case], message: str,
+               given_as: str) -> tuple[str, list[str]]:
+        """Rerun a failed cell alone in a fresh worker; if it passes there, bisect the cells its
+        worker ran before it (order.py). The message retold, and the prefix that makes it fail."""
+
+        def fails(prefix: Sequence[Case]) -> bool:
+            backend.restart()
+            for earlier in prefix:  # their outcomes do not matter, only what they leave behind
+                backend.begin_cell(earlier)
+                run_case(earlier, backend, cell.column.name)
+            backend.begin_cell(cell.case)
+            return run_case(cell.case, backend, cell.column.name).outcome in FAILING
+
+        finding = order.investigate(before, fails)
+        backend.restart()  # later cells (and the manifest's own rerun) get a clean worker
+        backend.begin_cell(cell.case)
+        if finding is None:
+            return message, []
+        named = order.Finding(tuple(c.id for c in finding.history), tuple(c.id for c in finding.culprits),
+                              finding.trials, finding.bound_hit)
+        repro = reproduce_command(cell.case, given_as, finding.culprits)
+        return order.retell(message, named, repro), list(named.culprits or named.history)
 
     @staticmethod
     def _expected(case: Case, backend: RemoteBackend, name: str, outcome: str, message: str,

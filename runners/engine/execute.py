@@ -10,7 +10,7 @@ import re
 import shlex
 import traceback
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
 
@@ -45,14 +45,17 @@ class Outcome:
     diagnosis: tuple[str, ...] = ()  # deviations that reproduce a failure (cases/deviations.py)
 
 
-def reproduce_command(case: Case, backend_name: str) -> str:
-    """The one command that reruns this case on this backend (with its spec dir if not built in)."""
+def reproduce_command(case: Case, backend_name: str, before: Sequence[Case] = ()) -> str:
+    """The one command that reruns this case on this backend (with its spec dir if not built in);
+    with `before`, those cases first, in that order and in the same worker (--keep-order)."""
     parts = ["bnconform", "run", "--backend", backend_name]
-    if case.source.parent.resolve() != BUILTIN_SPECS.resolve():
-        parts += ["--specs", str(case.source.parent)]
-    if case.tier != "default":
-        parts += ["--tier", case.tier]
-    return shlex.join(parts + ["--case", case.id])
+    for directory in dict.fromkeys(c.source.parent for c in (*before, case)):
+        if directory.resolve() != BUILTIN_SPECS.resolve():
+            parts += ["--specs", str(directory)]
+    if any(c.tier == "full" for c in (*before, case)):
+        parts += ["--tier", "full"]
+    parts += ["--keep-order"] if before else []
+    return shlex.join(parts + [a for c in (*before, case) for a in ("--case", c.id)])
 
 
 def _error_step(run: Run, step: Step, index: int, oracle_exc: Optional[OracleError],
@@ -85,9 +88,12 @@ def _error_step(run: Run, step: Step, index: int, oracle_exc: Optional[OracleErr
     return None
 
 
-def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None, given_as: Optional[str] = None) -> Outcome:
+def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None, given_as: Optional[str] = None,
+             diagnose_failures: bool = True) -> Outcome:
     """Execute `case` on `backend`; never raises for a backend's fault. `given_as` is the --backend
-    value that names it (ALIAS=TARGET for an alias), for the reproduce line."""
+    value that names it (ALIAS=TARGET for an alias), for the reproduce line. Without
+    `diagnose_failures` a failure is reported without its likely cause (the fuzzer's search,
+    which diagnoses only the failure it keeps)."""
     name = backend_name or backend.name
     reason = unavailable_reason(backend)
     if reason:
@@ -104,7 +110,8 @@ def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None, g
                                   "sets before its first step")
     declared = conventions.deviations()
     # With a declared profile a failure here is usually explained by it: diagnose later, if at all.
-    result = _run_against(case, backend, name, repro, conventions, deviations=(), diagnose_failure=not declared)
+    result = _run_against(case, backend, name, repro, conventions, deviations=(),
+                          diagnose_failure=diagnose_failures and not declared)
     if result.outcome != "failed" or not declared:
         return result
     # The backend differs from torch by declaration: does it behave as its profile says? Name the
@@ -112,7 +119,8 @@ def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None, g
     subsets = [frozenset({d}) for d in sorted(declared)] + ([declared] if len(declared) > 1 else [])
     for i, subset in enumerate(subsets):
         last = i == len(subsets) - 1  # only the whole profile's failure is reported, so diagnosed
-        attempt = _run_against(case, backend, name, repro, conventions, deviations=subset, diagnose_failure=last)
+        attempt = _run_against(case, backend, name, repro, conventions, deviations=subset,
+                               diagnose_failure=diagnose_failures and last)
         if attempt.outcome in ("passed", "deviates"):  # deviates: its own words for an error, as declared too
             what = "; ".join([describe(d) for d in sorted(subset)] + (
                 [attempt.message.removeprefix("deviates (declared): ")] if attempt.outcome == "deviates" else []))
@@ -120,7 +128,8 @@ def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None, g
     if attempt.outcome == "failed":  # beyond its declaration: compared with, and diagnosed on top of, its profile
         head = f"fails even under its declared conventions ({conventions.describe()}):\n"
         return Outcome("failed", head + attempt.message, attempt.diagnosis)
-    return _run_against(case, backend, name, repro, conventions, deviations=())  # the reference failure, diagnosed
+    return _run_against(case, backend, name, repro, conventions, deviations=(),  # the reference failure, diagnosed
+                        diagnose_failure=diagnose_failures)
 
 
 def still_fails(case: Case, backend: Backend, name: str, deviation: str) -> Optional[str]:

@@ -103,7 +103,9 @@ def _exit_text(code: Optional[int]) -> str:
 
 
 class Host:
-    """One worker process for one backend column, restarted after it fails."""
+    """One worker process for one backend column, restarted after it fails, or when asked (a fresh
+    worker per case, a failure rerun alone: runners/engine/order.py). It keeps which cells reached
+    the current process, since a backend with global state answers according to them."""
 
     def __init__(self, column: Column, timeout: float) -> None:
         self.column = column
@@ -111,6 +113,8 @@ class Host:
         self.budget = timeout  # what the current cell has left of its time limit
         self.generation = 0  # bumped at every (re)start: modules of an older worker are gone
         self.fresh_cell = True
+        self.label: Any = None  # what the current cell is (its case), for `history`
+        self.history: list[Any] = []  # the cells that reached this worker process, in order
         self.process: Optional[Any] = None
         self.conn: Optional[Connection] = None
         fd, self.log_path = tempfile.mkstemp(prefix="bnconform-worker-", suffix=".log")
@@ -139,6 +143,7 @@ class Host:
     def _discard(self, kill: bool = True) -> Optional[int]:
         """Stop the worker (if it still runs) and forget it; its exit code."""
         proc, self.process = self.process, None
+        self.history = []  # the next worker starts with none
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -149,6 +154,11 @@ class Host:
         proc.join(5)
         return proc.exitcode
 
+    def restart(self) -> None:
+        """A fresh worker for what comes next (started on the next request): nothing the earlier
+        cells did to the backend's process state is left."""
+        self._discard()
+
     def close(self) -> None:
         self._discard()
         try:
@@ -157,9 +167,10 @@ class Host:
             pass
 
     # -- requests ---------------------------------------------------------------------
-    def begin_cell(self) -> None:
+    def begin_cell(self, label: Any = None) -> None:
         self.budget = self.timeout
         self.fresh_cell = True
+        self.label = label
 
     def _request(self, message: tuple[Any, ...], limit: Optional[float] = None, cell: bool = True) -> Any:
         if self.process is None:
@@ -217,7 +228,12 @@ class Host:
         return WorkerTimedOut(f"timed out after {self.timeout:g} s", f"where the backend was:\n{tail}" if tail else "")
 
     def create(self, config: ModuleConfig) -> RemoteModule:
-        handle = self._request(("create", config, self.fresh_cell))
+        first = self.fresh_cell and self.label is not None and self.history[-1:] != [self.label]
+        try:
+            handle = self._request(("create", config, self.fresh_cell))
+        finally:  # the cell reached this worker, whatever create() did (a crash cleared the history)
+            if first and self.process is not None:
+                self.history.append(self.label)
         self.fresh_cell = False
         return RemoteModule(self, handle, self.generation)
 
@@ -280,9 +296,17 @@ class RemoteBackend:
     def available(self) -> Optional[str]:
         return self._unavailable
 
-    def begin_cell(self) -> None:
+    def begin_cell(self, label: Any = None) -> None:
         if self.host is not None:
-            self.host.begin_cell()
+            self.host.begin_cell(label)
+
+    def history(self) -> list[Any]:
+        """The cells (their labels) that reached the current worker process, in order."""
+        return list(self.host.history) if self.host is not None else []
+
+    def restart(self) -> None:
+        if self.host is not None:
+            self.host.restart()
 
     def create(self, config: ModuleConfig) -> RemoteModule:
         if self.broken or self.host is None:

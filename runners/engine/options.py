@@ -18,6 +18,7 @@ from bnconform.runners.reports.progress import MODES as PROGRESS_MODES
 
 PREFIX = "bnconform-"
 RUN, CHECK, MUTANTS, BENCH = "run", "check", "mutants", "bench"
+FUZZ = "fuzz"  # property-based scenarios (runners/fuzz/)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Option:
     pytest: bool = True  # False: a command-line option only (translated by its command)
     short: Optional[str] = None
     cli_default: Any = None  # the command line's default where it differs from pytest's
+    command_defaults: tuple[tuple[str, Any], ...] = ()  # (command, default) where one command's differs
 
 
     @property
@@ -81,7 +83,7 @@ SELECT = frozenset({RUN, CHECK, MUTANTS})
 OPTIONS: tuple[Option, ...] = (
     Option("backend", "backend to test (repeatable): a built-in, framework or plugin name, package.module:attr, "
            "torch-module:package.module:factory, mutant:NAME, or ALIAS=any of those to run it under another "
-           "column name. Default: the built-in backends that can run here", frozenset({RUN, CHECK, BENCH}),
+           "column name. Default: the built-in backends that can run here", frozenset({RUN, CHECK, BENCH, FUZZ}),
            metavar="NAME"),
     Option("specs", "extra spec directory, added to the built-in specs (repeatable)", SELECT, metavar="DIR", path=True),
     Option("case", "only cases whose id equals ID or matches it as a glob (repeatable)", SELECT, metavar="ID"),
@@ -97,18 +99,19 @@ OPTIONS: tuple[Option, ...] = (
            frozenset({RUN, CHECK}), kind="flag"),
     Option("strict", "a manifest entry whose case passes (xpassed) fails the run", frozenset({RUN, CHECK}), kind="flag"),
     Option("timeout", "seconds a backend may spend on one case (its calls, not the oracle's) before its worker "
-           "process is killed and the cell reads error (default 120)", SELECT, kind="value", metavar="SECONDS",
+           "process is killed and the cell reads error (default 120)", SELECT | {FUZZ}, kind="value", metavar="SECONDS",
            default=120.0, type=_positive),
     Option("out", "directory for the reports; checked and cleared of this run's report files before any case runs "
-           "(default: reports)", frozenset({RUN, CHECK, MUTANTS, BENCH}), kind="value", metavar="DIR",
-           default="reports", path=True),
+           "(default: reports; fuzz: reports/fuzz)", frozenset({RUN, CHECK, MUTANTS, BENCH, FUZZ}), kind="value",
+           metavar="DIR", default="reports", path=True, command_defaults=((FUZZ, "reports/fuzz"),)),
     Option("html", "also write a self-contained HTML page (conformance.html, or timing.html for bench)",
            frozenset({RUN, BENCH}), kind="flag"),
     Option("junit", "also write JUnit XML of the cells to FILE: one testcase per cell, a declared deviation and an "
            "expected failure each a skipped testcase of its own type (docs/ci.md)", frozenset({RUN, CHECK}),
            kind="value", metavar="FILE", path=True),
     Option("progress", "live progress: auto (a live display on a terminal, a plain line per tenth of the cells "
-           "otherwise), rich, plain or off. Default: auto for bnconform, off in a pytest session", SELECT,
+           "otherwise; fuzz: per tenth of its budget), rich, plain or off. Default: auto for bnconform, off in a pytest "
+           "session", SELECT | {FUZZ},
            kind="value", metavar="MODE", default="off", cli_default="auto", type=_progress_mode),
     Option("shape", "bench: only this shape, e.g. 4x8x4x4 (repeatable)", frozenset({BENCH}), metavar="NxCx..."),
     Option("threads", "bench: threads for every backend (default: torch's)", frozenset({BENCH}), kind="value",
@@ -118,6 +121,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-time", "bench: seconds of interleaved rounds per shape and phase, every backend in both modes, "
            "beyond its 10 rounds (default 2)", frozenset({BENCH}), kind="value", metavar="S", default=2.0,
            type=_positive),
+    Option("keep-order", "run the cases in the order of the --case options (each pattern's matches in turn, a case "
+           "once), in one process per backend column: how an order-dependent failure's reproduce line runs its "
+           "prefix before it. Not with -n/--workers", SELECT, kind="flag"),
+    Option("fresh-worker", "a fresh worker process per case for this backend column (repeatable; a column name, or "
+           "'all'): for backends with global state (compile caches, RNG, thread pools); costs a worker start, and the "
+           "backend's import, per case", SELECT, metavar="NAME"),
+    Option("no-rerun-alone", "do not rerun a cell that fails after other cells of its worker alone in a fresh worker "
+           "(nor bisect them): saves a worker start and a rerun per such failure, but its reproduce line may then not "
+           "reproduce it. Always so for mutants (their score counts kills, not reproduce lines)",
+           frozenset({RUN, CHECK}), kind="flag"),
+    Option("budget", "fuzz: seconds to search for a failing scenario (default 60); shrinking a failure takes up to "
+           "half as long again (at least 15 s)", frozenset({FUZZ}), kind="value", metavar="SECONDS", default=60.0,
+           pytest=False),
+    Option("seed", "fuzz: the seed of the search, for a repeatable run (default: a new one, printed)", frozenset({FUZZ}),
+           kind="value", metavar="N", pytest=False),
     Option("workers", "pytest-xdist worker processes for the cases: a number or 'auto' (default 0: the cases run in "
            "this process; every backend still runs in its own worker process)", SELECT, kind="value", metavar="N",
            default="0", pytest=False, short="-n"),
@@ -136,7 +154,10 @@ def add_cli_options(parser: argparse.ArgumentParser, command: str) -> None:
     for opt in OPTIONS:
         if command in opt.commands:
             flags = [f"--{opt.name}"] + ([opt.short] if opt.short else [])
-            parser.add_argument(*flags, dest=opt.dest, **opt.kwargs(cli=True))
+            kwargs = opt.kwargs(cli=True)
+            if command in dict(opt.command_defaults):
+                kwargs["default"] = dict(opt.command_defaults)[command]
+            parser.add_argument(*flags, dest=opt.dest, **kwargs)
 
 
 def _absolute(value: str) -> str:
@@ -183,6 +204,9 @@ class Settings:
     threads: int = 0
     sweep: bool = False
     max_time: float = 2.0
+    keep_order: bool = False
+    fresh_worker: list[str] = field(default_factory=list)
+    no_rerun_alone: bool = False
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:

@@ -41,6 +41,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS] = Settings.from_config(config)
+    if config.stash[SETTINGS].keep_order and (config.getoption("numprocesses", None) or 0):
+        raise pytest.UsageError("--bnconform-keep-order runs the cells in order in one process: not with -n")
     if not _is_worker(config):  # the controller: the only place results are collected
         config.pluginmanager.register(Controller(config), "bnconform-controller")
 
@@ -69,6 +71,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     cells = _cells(metafunc.config).all()
     metafunc.parametrize("bnconform_cell", cells, ids=[c.id for c in cells], indirect=True)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--bnconform-keep-order: the cells back in Cells.all()'s order, after any plugin that
+    shuffles or sorts (pytest-randomly, say); other tests keep their places."""
+    cells = config.stash.get(CELLS, None)
+    if not config.stash[SETTINGS].keep_order or not isinstance(cells, Cells):
+        return
+    position = {c.id: i for i, c in enumerate(cells.all())}
+    places = [i for i, item in enumerate(items) if _cell_id(item) in position]
+    ordered = sorted((items[i] for i in places), key=lambda item: position[_cell_id(item) or ""])
+    for i, item in zip(places, ordered):
+        items[i] = item
+
+
+def _cell_id(item: pytest.Item) -> Optional[str]:
+    callspec = getattr(item, "callspec", None)
+    cell = callspec.params.get("bnconform_cell") if callspec is not None else None
+    return cell.id if isinstance(cell, Cell) else None
 
 
 class CellCheck:

@@ -17,6 +17,8 @@ PROBLEMS = ("failed", "error", "xpassed")  # what a CI user must act on (xpassed
 EXPECTED = ("deviates", "xfailed")  # declared by the backend or its manifest
 
 _RULES = (
+    # an order-dependent failure (runners/engine/order.py): one cause, whichever cells came before
+    (re.compile(r"^(order-dependent: passes alone in a fresh worker)[;,].*$"), r"\1"),
     (re.compile(r"\s*\[expected: [^\]]*\]"), ""),  # which reference and dtype: case-specific
     (re.compile(r" matching /.*?/(?=, got )"), ""),  # an error's expected words, and what the backend said
     (re.compile(r"(, got \w+(?:Error|Exception|Interrupt|Exit)):.*$"), r"\1"),

@@ -103,12 +103,18 @@ def _causes_part(report: RunReport, family_sizes: dict[str, int]) -> list[str]:
     return lines
 
 
+def _shown(outcome: str) -> str:
+    """A matrix cell: the outcome's word, and a note after it (order-dependent) if any."""
+    word, _, note = outcome.partition(" ")
+    return CELL.get(word, word) + (f" {note}" if note else "")
+
+
 def _family_table(report: RunReport, family: str, backends: list[str]) -> list[str]:
     """The family's cases that do not pass on every backend, equal outcome rows collapsed."""
     outcomes: dict[str, dict[str, str]] = {}
     for r in report.results:
-        if r.family == family:
-            outcomes.setdefault(r.spec, {})[r.backend] = r.outcome
+        if r.family == family:  # an order-dependent failure says so (runners/engine/order.py)
+            outcomes.setdefault(r.spec, {})[r.backend] = r.outcome + (" (order-dependent)" if r.order_dependent else "")
     rows: dict[tuple[str, ...], list[str]] = {}
     for spec, by_backend in outcomes.items():
         vector = tuple(by_backend.get(b, "") for b in backends)
@@ -120,7 +126,7 @@ def _family_table(report: RunReport, family: str, backends: list[str]) -> list[s
     position = {spec: i for i, spec in enumerate(outcomes)}
     table = sorted(((position[c.ids[0]], c, vector) for vector, ids in rows.items() for c in collapse(ids)),
                    key=lambda t: t[0])
-    body = [[f"`{c.text}`" + (f" ({len(c.ids)})" if len(c.ids) > 1 else "")] + [CELL.get(o, o) for o in vector]
+    body = [[f"`{c.text}`" + (f" ({len(c.ids)})" if len(c.ids) > 1 else "")] + [_shown(o) for o in vector]
             for _, c, vector in table]
     head = ("No case passes on every backend:" if listed == len(outcomes)
             else f"{len(outcomes) - listed} of {len(outcomes)} cases pass on every backend; the other {listed}:")

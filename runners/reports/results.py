@@ -20,6 +20,9 @@ class CaseResult:
     duration: float = 0.0
     tolerance: str = ""  # e.g. "rtol=0.0001 atol=1e-05 (float32)"
     diagnosis: list[str] = field(default_factory=list)  # deviations reproducing a failure (cases/deviations.py)
+    # A failure that passes alone in a fresh worker: the earlier cells of its worker that still make it
+    # fail (runners/engine/order.py), in order; empty for every other cell (and in older reports).
+    order_dependent: list[str] = field(default_factory=list)
 
 
 @dataclass
