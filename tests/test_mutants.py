@@ -98,11 +98,19 @@ def test_corpus_is_large_enough() -> None:
     assert len(MUTANTS) >= 20 and sum(c is not None for c in CAUSE.values()) >= 20
 
 
+# The shapes library's families (~950 cases) are where the shape-class mutants are killed; the
+# other mutants are killed by the first 18 families, and replaying them over the shapes as well
+# would double this test's time for the same proof.
+SHAPE_FAMILIES = ("shapes", "magnitudes")
+
+
 @pytest.mark.parametrize("name", list(MUTANTS))
 def test_mutant_is_killed_and_diagnosed(name: str) -> None:
-    """Every mutant, the shape-class ones too, is killed by the default tier and diagnosed."""
+    """Every mutant is killed by the default tier and diagnosed: a shape-class one over every
+    default case, the others over the families before the shapes library."""
     results = []
-    for case in CASES:  # in this process: the unit under test is the diagnosis, not the isolation
+    # in this process: the unit under test is the diagnosis, not the isolation
+    for case in (c for c in CASES if name in SHAPE_KILLS or c.family not in SHAPE_FAMILIES):
         with np.errstate(all="ignore"):  # broken arithmetic is the point here
             o = run_case(case, MUTANTS[name], name)
         results.append(CaseResult(case.id, case.family, name, o.outcome, o.message, diagnosis=list(o.diagnosis)))
