@@ -176,7 +176,7 @@ class Problem:
 
 
 VALUES = weighted((50, st.sampled_from(VALUES_PER_CHANNEL)), (20, log_between(2, 70000)), (4, st.just(0)),
-                  (3, st.just(1)), (8, st.sampled_from([v for v in VALUES_PER_CHANNEL if v >= 16384] + [16385, 65537])),
+                  (3, st.just(1)), (12, st.sampled_from([v for v in VALUES_PER_CHANNEL if v >= 16384] + [16385, 65537])),
                   )  # N * spatial size: the boundaries, sizes between, empty, one value, and large planes
 # Past 4096 values per channel, at most this many elements in most arrays (long channels are what
 # large planes test: a few of them are enough, and cheaper).
