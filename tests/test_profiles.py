@@ -14,8 +14,12 @@ from tests.helpers import bnconform
 CASES = load_cases([BUILTIN_SPECS])
 
 
+# The 869 cases of the families before the shapes library (whose ~950 add nothing to a profile)
+FIRST_18 = [c for c in CASES if c.family not in ("shapes", "magnitudes")]
+
+
 def _outcomes(backend, family=None) -> Counter:  # type: ignore[no-untyped-def]
-    return Counter(run_case(c, backend).outcome for c in CASES if family is None or c.family == family)
+    return Counter(run_case(c, backend).outcome for c in FIRST_18 if family is None or c.family == family)
 
 
 def test_decay_convention_backend_is_driven_with_one_minus_m() -> None:
