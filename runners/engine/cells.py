@@ -233,15 +233,16 @@ class Cells:
             backend.restart()
             for earlier in prefix:  # their outcomes do not matter, only what they leave behind
                 backend.begin_cell(earlier)
-                run_case(earlier, backend, cell.column.name)
-            backend.begin_cell(cell.case)
-            return run_case(cell.case, backend, cell.column.name).outcome in FAILING
+                run_case(earlier, backend, cell.column.name, diagnose_failures=False)
+            backend.begin_cell(cell.case)  # whether it fails is all a trial asks: no diagnosis
+            return run_case(cell.case, backend, cell.column.name, diagnose_failures=False).outcome in FAILING
 
         finding = order.investigate(before, fails)
+        if finding is None:  # it failed alone, in the fresh worker its rerun left: later cells go on there
+            backend.begin_cell(cell.case)
+            return message, []
         backend.restart()  # later cells (and the manifest's own rerun) get a clean worker
         backend.begin_cell(cell.case)
-        if finding is None:
-            return message, []
         named = order.Finding(tuple(c.id for c in finding.history), tuple(c.id for c in finding.culprits),
                               finding.trials, finding.bound_hit)
         repro = reproduce_command(cell.case, given_as, finding.culprits)

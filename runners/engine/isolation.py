@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import tempfile
 import time
 from multiprocessing.connection import Connection, wait
@@ -78,13 +79,24 @@ class BackendRaised(Exception):
 _CONTEXT: Optional[Any] = None
 
 
+def _main_imports() -> list[str]:
+    """What the forkserver preloads of this process's main module, so that a worker it forks finds
+    it imported. multiprocessing runs the parent's __main__ again in every new process (as
+    `__mp_main__`): for the `bnconform` script, or `python -m bnconform`, an import of the whole
+    CLI, ~0.25 s per worker start, which a run that reruns many failures alone pays many times.
+    A `-m` module by its name; a script (the console script) through the CLI it imports."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    found = [spec.name] if spec is not None and spec.name else []
+    return found + [name for name in ("bnconform.runners.cli",) if name in sys.modules]
+
+
 def _context() -> Any:
     """forkserver (fast, fork-safe workers with torch preloaded), or spawn where there is none."""
     global _CONTEXT
     if _CONTEXT is None:
         if "forkserver" in multiprocessing.get_all_start_methods():
             _CONTEXT = multiprocessing.get_context("forkserver")
-            _CONTEXT.set_forkserver_preload(["bnconform.runners.engine.host", "torch"])
+            _CONTEXT.set_forkserver_preload([*_main_imports(), "bnconform.runners.engine.host", "torch"])
         else:  # pragma: no cover - Windows
             _CONTEXT = multiprocessing.get_context("spawn")
     return _CONTEXT
