@@ -239,6 +239,11 @@ def expand(path: Path, family: str, spec: Spec, defaults: dict[str, Any]) -> lis
         if fixed:
             raise SpecError(path, spec.id, "shapes", f"each problem of the shape batches sets dim and num_features; "
                                                      f"the spec sets {' and '.join(fixed)} too")
+    tolerances = (("tolerance", spec.tolerance), ("sum_tolerance", spec.sum_tolerance))
+    per_value = [f"{key}.{dtype}.per_value" for key, tols in tolerances for dtype, tol in tols.items() if tol.per_value]
+    if per_value and not spec.shapes:
+        raise SpecError(path, spec.id, per_value[0], "a per-value tolerance is per value of a shapes-library problem: "
+                                                    "the spec needs `shapes: [BATCH, ...]` (cases/shapes.py)")
     shaped: list[Optional[Problem]] = list(problems(spec.shapes)) if spec.shapes else [None]
     cases = []
     for problem, values in itertools.product(shaped, itertools.product(*(spec.grid[k] for k in keys)) if keys else [()]):
@@ -269,6 +274,8 @@ def expand(path: Path, family: str, spec: Spec, defaults: dict[str, Any]) -> lis
             steps=steps,
             tolerances={str(k): v for k, v in spec.tolerance.items()},
             tier=problem.tier if problem is not None else "default",
+            sum_tolerances={str(k): v for k, v in spec.sum_tolerance.items()},
+            values_per_channel=problem.values_per_channel if problem is not None else 0,
         )
         try:
             check_declared(set(spec.requires))

@@ -25,6 +25,10 @@ DEFAULT_TOLERANCE = {
 }
 
 
+# The quantities that are sums over all of a channel's values (a spec's sum_tolerance).
+SUM_QUANTITIES = ("grad_weight", "grad_bias")
+
+
 @dataclass(frozen=True)
 class Case:
     id: str  # "family/spec_id[grid=values]"
@@ -39,15 +43,22 @@ class Case:
     requires: frozenset[str] = frozenset()
     # The shapes library's tier (cases/shapes.py): `default` runs always, `full` with --tier full.
     tier: str = "default"
+    # grad_weight's and grad_bias's tolerances (the spec's sum_tolerance), and the values per
+    # channel of a shaped case's problem (what a tolerance's per_value is multiplied by).
+    sum_tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    values_per_channel: int = 0
 
     @property
     def tolerance(self) -> Tolerance:
         """The tolerance of the module's dtype (buffers, parameters)."""
         return self.tolerance_for(self.config.dtype)
 
-    def tolerance_for(self, dtype: str) -> Tolerance:
-        """The tolerance for a quantity of `dtype` (the output and input grads have the input's)."""
-        return self.tolerances.get(dtype, DEFAULT_TOLERANCE.get(dtype, DEFAULT_TOLERANCE["float64"]))
+    def tolerance_for(self, dtype: str, quantity: str = "") -> Tolerance:
+        """The tolerance for `quantity` of `dtype` (the output and input grads have the input's)."""
+        tol = self.tolerances.get(dtype, DEFAULT_TOLERANCE.get(dtype, DEFAULT_TOLERANCE["float64"]))
+        if quantity in SUM_QUANTITIES:
+            tol = self.sum_tolerances.get(dtype, tol)
+        return tol.at(self.values_per_channel)
 
 
 def id_matches(case_id: str, pattern: str) -> bool:

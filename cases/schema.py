@@ -392,8 +392,19 @@ class Step(Strict):
 
 
 class Tolerance(Strict):
+    """|actual - expected| <= atol + per_value * n + rtol * |expected|, n a shaped case's values
+    per channel: the error of a float32 sum accumulated one value after another grows with n."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     rtol: float = Field(ge=0)
     atol: float = Field(ge=0)
+    per_value: float = Field(default=0.0, ge=0)
+
+    def at(self, values_per_channel: int) -> "Tolerance":
+        """This tolerance with its per-value part made absolute for `values_per_channel` values."""
+        if not self.per_value:
+            return self
+        return Tolerance(rtol=self.rtol, atol=self.atol + self.per_value * values_per_channel)
 
 
 class Spec(Strict):
@@ -404,6 +415,9 @@ class Spec(Strict):
     init: dict[str, Any] = {}
     steps: list[Step] = Field(min_length=1)
     tolerance: dict[DTYPE_NAMES, Tolerance] = {}
+    # The tolerance of grad_weight and grad_bias, sums over all of a channel's values (not means):
+    # their float32 rounding error grows with the count (`per_value`). Without it, `tolerance`'s.
+    sum_tolerance: dict[DTYPE_NAMES, Tolerance] = {}
     requires: list[str] = []
     # Shape batches of the shapes library (cases/shapes.py): one case per problem (and grid
     # point), with dim and num_features set from the problem and `shape: problem` its shape.

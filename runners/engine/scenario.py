@@ -190,7 +190,7 @@ class Run:
         want_dtype = oracle.dtype_of(quantity)
         if want_dtype is not None and isinstance(expected, np.ndarray):
             expected = _in_range_of(expected, want_dtype)
-        diff = mismatch(quantity, expected, actual, self.case.tolerance_for(want_dtype or self.cfg.dtype))
+        diff = mismatch(quantity, expected, actual, self.case.tolerance_for(want_dtype or self.cfg.dtype, quantity))
         if diff is not None or not isinstance(actual, np.ndarray):
             return diff
         if want_dtype is not None and dtype_name(actual.dtype) != want_dtype:
@@ -224,7 +224,7 @@ class Run:
                 where = describe_step(step, index)
                 dtype = self.sides["oracle"].dtype_of(q) or self.cfg.dtype
                 problems.append(f"{q} differs after {where} [expected: {source}, {dtype}]\n  {diff}")
-                tol = self.case.tolerance_for(dtype)
+                tol = self.case.tolerance_for(dtype, q)
                 if source == "golden" and mismatch(q, expected, self.value("oracle", q), tol) is not None:
                     self.spec_suspect = True
         if exp.state_dict_keys is not None:
