@@ -655,6 +655,10 @@ CAUSE["double_backward_stats_constant"] = "double_backward_stats_constant"
 double_backward_stats_constant = _TorchMutant("double_backward_stats_constant", _stats_constant_factory)
 
 MUTANTS: dict[str, Any] = {name: globals()[name] for name in CAUSE}
+# The shape-class mutants: wrong only on a path a shape or a magnitude takes, so among the built-in
+# cases only the shapes library's families (shapes, magnitudes) reach them.
+SHAPE_CLASS: tuple[str, ...] = ("channel_tail", "channels_past_64", "large_plane_one_pass", "square_overflow",
+                                "half_backward_overflow")
 
 
 class _LegacyTorch(NumpyBackend):

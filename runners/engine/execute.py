@@ -270,7 +270,7 @@ class _Raised(Exception):
         self.type_names = [kind, "Exception", "BaseException"]
 
 
-class _SwitchedOracle:
+class SwitchedOracle:
     """The oracle with deviations switched on, driven the way a backend's module is: its float64
     values handed back in the dtypes and layout torch gives them (the oracle says which)."""
 
@@ -324,7 +324,7 @@ def exercises(case: Case, deviation: str, base: frozenset[str] = frozenset()) ->
     a manifest entry expecting that deviation is only about cases that can show it."""
     key = (str(case.source), case.id, deviation, frozenset(base))
     if key not in _EXERCISES:
-        run = Run(case, _SwitchedOracle(case.config, key[3] | {deviation}), key[3])
+        run = Run(case, SwitchedOracle(case.config, key[3] | {deviation}), key[3])
         run.messages_own = True  # the oracle's words are not torch's: only types and values tell
         try:
             init(run)

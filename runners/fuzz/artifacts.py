@@ -37,7 +37,7 @@ from bnconform.cases.model import Case
 from bnconform.cases.oracle import OracleError
 from bnconform.cases.requirements import FEATURES
 from bnconform.runners.backends.protocol import Capabilities, Conventions, ModuleConfig
-from bnconform.runners.engine.execute import Outcome, _SwitchedOracle, run_case
+from bnconform.runners.engine.execute import Outcome, SwitchedOracle, run_case
 from bnconform.runners.engine.isolation import RemoteBackend
 from bnconform.runners.engine.scenario import ORACLE_DEFAULTS, STATE, Run, init, steps_of
 from bnconform.runners.fuzz import standalone
@@ -60,7 +60,7 @@ class OracleBackend:
         return "bnconform's float64 oracle"
 
     def create(self, config: ModuleConfig) -> Any:
-        return _SwitchedOracle(config, frozenset())
+        return SwitchedOracle(config, frozenset())
 
 
 @dataclass
