@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.installed import build_venv, build_wheel, once, wheel_in
+from tests.installed import assert_installed, build_venv, build_wheel, once, wheel_in
 
 
 @pytest.fixture(scope="session")
@@ -17,4 +17,6 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bin directory of a fresh virtual environment with that wheel installed (once per test run)."""
-    return once(tmp_path_factory, "bnconform-venv", build_venv(wheel)) / "bin"
+    bin_dir = once(tmp_path_factory, "bnconform-venv", build_venv(wheel)) / "bin"
+    assert_installed(bin_dir)  # still there for this worker, however long ago another built it
+    return bin_dir

@@ -8,6 +8,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The first eighteen families, for the tests of a whole run (reports, plugins, adapters, baseline
+# comparison): the shapes library's large tensors add nothing to what those tests check, and the
+# conformance cells and the mutation tests run them already.
+FIRST_18 = ("--exclude", "shapes/*", "--exclude", "magnitudes/*")
+
 
 def bnconform(*args: str, out: Path, timeout: int = 600) -> tuple[subprocess.CompletedProcess, dict | None]:
     """Run `bnconform run ...` as a user would (a fresh process from the repository root, so that

@@ -66,8 +66,21 @@ def build_venv(wheel: Path) -> Callable[[Path], None]:
         proc = subprocess.run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
                               capture_output=True, text=True, timeout=1800)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        assert_installed(env_dir / "bin")
 
     return build
+
+
+def assert_installed(bin_dir: Path) -> None:
+    """The venv has bnconform importable (a CI run once found it gone from the shared venv while
+    pytest, a dependency, was there: this names what the venv held instead of failing later)."""
+    proc = subprocess.run([str(bin_dir / "python"), "-c", "import bnconform"], capture_output=True, text=True,
+                          timeout=120, cwd=bin_dir)
+    if proc.returncode != 0:
+        listing = subprocess.run([str(bin_dir / "python"), "-m", "pip", "list"], capture_output=True, text=True,
+                                 timeout=120)
+        raise AssertionError(f"bnconform is not importable in {bin_dir.parent}: {proc.stderr[-1000:]}\n"
+                             f"pip list:\n{listing.stdout}")
 
 
 def user_env(bin_dir: Path) -> dict[str, str]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import bnconform, write_spec
+from tests.helpers import FIRST_18, bnconform, write_spec
 
 BAD_SPEC = """
 family: private
@@ -47,7 +47,7 @@ def test_reference_backends_pass_and_reports_are_written(tmp_path: Path) -> None
 
 
 def test_biased_running_var_fails_the_bessel_family(tmp_path: Path) -> None:
-    proc, report = bnconform("--backend", "mutant:biased_running_var", out=tmp_path)
+    proc, report = bnconform("--backend", "mutant:biased_running_var", *FIRST_18, out=tmp_path)
     assert proc.returncode == 1
     results = outcomes(report, "mutant:biased_running_var")
     failed = {k for k, v in results.items() if v == "failed"}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bnconform.runners.backends.mutants import CAUSE, MUTANTS
+from bnconform.runners.backends.mutants import CAUSE, MUTANTS, SHAPE_CLASS
 from tests.helpers import ROOT
 from tests.installed import user_env
 
@@ -55,7 +55,8 @@ def test_imports_from_outside_the_checkout(user: tuple[Path, Path]) -> None:
     assert api.stdout.strip() == "ok", api.stderr
 
 
-def test_every_command_works_from_an_empty_directory(user: tuple[Path, Path]) -> None:
+def test_the_matrix_runs_from_an_empty_directory_and_compares(user: tuple[Path, Path]) -> None:
+    """The README's first command, as a user runs it: every default case on the built-in backends."""
     run = _run(user, "bnconform", "run")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads((user[1] / "reports" / "conformance.json").read_text())
@@ -66,37 +67,37 @@ def test_every_command_works_from_an_empty_directory(user: tuple[Path, Path]) ->
     assert by_backend == {"torch": {"passed"}, "numpy": {"passed", "skipped"}, "cffi": {"passed", "skipped"}}
     assert all("does not declare: double_backward" in r["message"] for r in report["results"] if r["outcome"] == "skipped")
     n_specs = len({r["spec"] for r in report["results"]})
-    assert len(report["results"]) == 3 * n_specs >= 3 * 800
+    assert len(report["results"]) == 3 * n_specs >= 3 * 1800
     assert report["metadata"]["git_commit"].startswith("unknown (installed package")
 
-    check = _run(user, "bnconform", "check", "--backend", "numpy", "--out", "check")
+    same = _run(user, "bnconform", "compare", "reports/conformance.json", "reports/conformance.json")
+    assert same.returncode == 0, same.stdout
+    # one family on numpy: the other cells disappeared, a regression unless allowed
+    one = _run(user, "bnconform", "run", "--backend", "numpy", "--family", "bessel", "--out", "one")
+    assert one.returncode == 0, one.stdout[-3000:]
+    other = _run(user, "bnconform", "compare", "reports/conformance.json", "one/conformance.json")
+    removed = f"### Removed — regressions (--allow-removed accepts them) ({3 * n_specs - 16})"
+    assert other.returncode == 1 and removed in other.stdout
+    allowed = _run(user, "bnconform", "compare", "reports/conformance.json", "one/conformance.json", "--allow-removed")
+    assert allowed.returncode == 0 and "no regression" in allowed.stdout
+
+
+def test_check_mutants_and_bench_run_from_an_empty_directory(user: tuple[Path, Path]) -> None:
+    check = _run(user, "bnconform", "check", "--backend", "numpy", "--family", "bessel", "--out", "check")
     assert check.returncode == 0, check.stdout[-3000:]
     assert "# bnconform check: numpy" in check.stdout and (user[1] / "check" / "check.md").exists()
 
-    # Every mutant killed, every known cause named: the shape-class ones on the shapes library's
-    # families, the others on the families before it (as tests/test_mutants.py; the whole
-    # default tier for all of them costs twice the time for the same score).
-    shape_class = ["channel_tail", "channels_past_64", "large_plane_one_pass", "square_overflow", "half_backward_overflow"]
-    others = [name for name in MUTANTS if name not in shape_class]
-    for names, selection in ((others, ["--exclude", "shapes/*", "--exclude", "magnitudes/*"]),
-                             (shape_class, ["--family", "shapes", "--family", "magnitudes"])):
-        mutants = _run(user, "bnconform", "mutants", "--out", "mutants", "-n", "2", *selection,
-                       *[a for name in names for a in ("--mutant", name)])
-        assert mutants.returncode == 0, mutants.stdout[-3000:] + mutants.stderr[-3000:]
-        known = sum(CAUSE[name] is not None for name in names)
-        assert f"mutation score: killed {len(names)}/{len(names)}, correctly diagnosed {known}/{known}" in mutants.stdout
+    # The installed corpus, one mutant of each class on the families that reach it (the whole
+    # corpus's score on the whole default tier is tests/test_mutants.py's).
+    mutants = _run(user, "bnconform", "mutants", "--out", "mutants", "--mutant", "biased_running_var",
+                   "--mutant", SHAPE_CLASS[0], "--case", "bessel/*", "--case", "shapes/train*")
+    assert mutants.returncode == 0, mutants.stdout[-3000:] + mutants.stderr[-3000:]
+    assert "mutation score: killed 2/2, correctly diagnosed 2/2" in mutants.stdout
+    assert CAUSE["biased_running_var"] and CAUSE[SHAPE_CLASS[0]] and set(MUTANTS) > set(SHAPE_CLASS)
 
     bench = _run(user, "bnconform", "bench", "--shape", "4x8x4x4", "--max-time", "0.05", "--out", "bench")
     assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
     assert (user[1] / "bench" / "timing.json").exists()
-
-    same = _run(user, "bnconform", "compare", "reports/conformance.json", "reports/conformance.json")
-    assert same.returncode == 0, same.stdout
-    # check ran numpy only: torch's and cffi's cells disappeared, a regression unless allowed
-    other = _run(user, "bnconform", "compare", "reports/conformance.json", "check/conformance.json")
-    assert other.returncode == 1 and f"### Removed — regressions (--allow-removed accepts them) ({2 * n_specs})" in other.stdout
-    allowed = _run(user, "bnconform", "compare", "reports/conformance.json", "check/conformance.json", "--allow-removed")
-    assert allowed.returncode == 0 and "no regression" in allowed.stdout
 
 
 def test_the_documented_user_session_runs_from_the_installed_package(user: tuple[Path, Path]) -> None:

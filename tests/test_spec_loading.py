@@ -84,17 +84,20 @@ def test_duplicate_case_ids_across_files(tmp_path: Path) -> None:
 
 
 def test_builtin_library_shape() -> None:
-    """The library: the eleven module-logic families and the seven beyond float32 (precision,
-    layout, autograd depth, checkpoints, execution modes, folding, shards), a golden case in
-    each; at least 150 cases in the first eleven and 200 in the seven."""
+    """The library: the eleven module-logic families, the seven beyond float32 (precision,
+    layout, autograd depth, checkpoints, execution modes, folding, shards) and the two of the
+    shapes library (shapes, magnitudes), a golden case in each; at least 150 cases in the first
+    eleven, 200 in the seven and 900 in the two."""
     cases = load_cases([BUILTIN_SPECS])
     families = {c.family for c in cases}
     first = {"conditions", "toggling", "none_cases", "bessel", "momentum", "eps",
              "gradients", "freezing", "state", "errors", "stability"}
     beyond = {"precision", "layout", "autograd", "checkpoints", "modes", "fold", "shards"}
-    assert families == first | beyond
+    shapes = {"shapes", "magnitudes"}
+    assert families == first | beyond | shapes
     assert len([c for c in cases if c.family in first]) >= 150
     assert len([c for c in cases if c.family in beyond]) >= 200
+    assert len([c for c in cases if c.family in shapes]) >= 900
     for family in families:
         assert any(c.family == family and c.spec_id.endswith("_golden") for c in cases), family
         assert any(c.family == family and not c.spec_id.endswith("_golden") for c in cases), family
