@@ -16,7 +16,7 @@ from bnconform.runners.backends import resolve
 from bnconform.runners.engine.execute import run_case
 from bnconform.runners.fuzz.artifacts import OracleBackend
 from bnconform.runners.fuzz.scenario import Unusable, prepare
-from bnconform.runners.fuzz.strategies import Offer, scenarios
+from bnconform.runners.fuzz.strategies import Offer, fit_values, scenarios
 from tests.helpers import ROOT
 
 NUMPY = Offer(frozenset(resolve("numpy").capabilities.provides()))
@@ -128,3 +128,20 @@ def test_generated_specs_load_and_the_oracle_agrees_with_itself(raw: dict) -> No
     assert prepared.case.id == "fuzz/scenario" and prepared.case.steps
     outcome = run_case(prepared.case, OracleBackend(), "oracle")
     assert outcome.outcome == "passed", outcome.message
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "strided"])
+def test_non_contiguous_data_keeps_its_squares_in_float32_range(layout: str) -> None:
+    """torch's channels_last and strided kernels give a finite variance where the contiguous one
+    (and the oracle) overflows: fuzzed data in those layouts stays below that, for every drawn
+    magnitude and the most values per channel the shapes strategy gives (a torch run once found a
+    strided 1e22 spread drawn from the raw-squares corner at 1e25)."""
+    float32_max, values = 3.4028234663852886e38, 70000
+    for kind in ("plain", "scaled", "offset", "overflow", "raw_squares", "half_sums", "constant", "underflow",
+                 "uniform", "arange"):
+        for magnitude in range(6):
+            for spread_index in range(3):
+                for sign in (1.0, -1.0):
+                    source = fit_values((kind, magnitude, spread_index, sign), "float32", layout)
+                    spread = source.get("scale", 1.0)
+                    assert values * spread**2 < float32_max, (kind, magnitude, spread_index, source)
