@@ -154,7 +154,6 @@ class _Forward:
     x: np.ndarray
     centre: np.ndarray  # the mean used (batch or running), broadcastable
     denom: np.ndarray  # sqrt(var + eps), broadcastable
-    acc: float  # how a sum of n terms' error grows, relative to their root sum of squares
     centre_err: np.ndarray  # per channel: the error of the mean used
     elem_err: np.ndarray  # per channel: the rounding of one centred element
     scale_err: float  # relative error of invstd
@@ -180,8 +179,9 @@ class _Errors:
     module's dtype: torch holds a 16-bit module's batch mean in 16 bits) and its accumulation
     error; each centred element by u * |x|; normalising divides both by sqrt(var + eps). A sum
     of n terms is off by about u * acc times their root sum of squares: acc = log2(n) for a
-    pairwise or wide accumulation, sqrt(n) for torch's channels_last kernels, which accumulate
-    in float32. A bound (times SAFETY) becomes a relative tolerance where it is at most
+    pairwise or wide accumulation (torch's forward on contiguous planes), sqrt(n) for one value
+    after another in float32 (its channels_last, strided and row kernels, and every backward
+    sum). A bound (times SAFETY) becomes a relative tolerance where it is at most
     RELATIVE of the value it bounds, an absolute one elsewhere; the dtype's tolerance is the
     widest of its quantities'. Past LIMIT either way the check would say nothing (the output is
     normalised to about 1) and the scenario is not used.
@@ -246,7 +246,6 @@ class _Errors:
         # float64 otherwise): there sums grow errors like sqrt(n)
         rows = math.prod(x.shape[2:]) == 1
         plain_sums = step.args.layout != "contiguous" or self.data == "float64" or rows
-        acc = math.sqrt(n) if plain_sums else log_n
         batch = before.training or before.running_mean is None
         # torch's 16-bit data paths apply the statistics as x * a + b with a and b in 16 bits
         # (measured: an offset of 1000 costs 16-bit rounding of the mean), as a 16-bit module does;
@@ -299,7 +298,7 @@ class _Errors:
             if self.module in ("float16", "bfloat16"):  # rounded to the module's dtype at every update
                 self._widen(self.module, rtol=(self.updates + 1) * self.u_module)
         if step.args.grad_mode == "enabled":
-            self.last = _Forward(x, centre, denom, acc, _finite(centre_back), _finite(elem_err), scale_err, held_sums,
+            self.last = _Forward(x, centre, denom, _finite(centre_back), _finite(elem_err), scale_err, held_sums,
                                  weight, batch)
 
     def backward(self, run: Run, step: Step) -> None:
@@ -319,11 +318,17 @@ class _Errors:
             rss_dy = np.sqrt((dy * dy).sum(axis=axes))
             rss_dy_xhat = np.sqrt(((dy * xhat) ** 2).sum(axis=axes))
         biggest = _per_channel_max(dy)
-        # a 16-bit module's (or a strided 16-bit input's) sums are held in 16 bits by torch
-        grad_bias = f.held * f.acc * rss_dy
+        # torch's backward sums over n one value after another on every path, in float32: errors
+        # like sqrt(n) (measured: 0.2 u*n on float32 planes of 2^20, 2.3-2.8 u*n over rows). For
+        # 16-bit data eight times that: with a constant upstream gradient, where grad_weight is
+        # exactly 0, torch 2.13 gave 8-36 u*n (float16 and bfloat16, planes of 16384 and (16384, 8);
+        # float32 data 0.16-0.59); a 16-bit module's (or a strided 16-bit input's) sums are held
+        # in 16 bits by torch
+        acc = math.sqrt(n) * (8.0 if self.data in ("float16", "bfloat16") else 1.0)
+        grad_bias = f.held * acc * rss_dy
         # sum(dy * xhat): the sum's own error, the mean's error (common to the channel) times
         # sum(dy), each element's centring error, and invstd's relative error
-        grad_weight = f.held * f.acc * rss_dy_xhat + f.centre_err * invstd * sum_dy + f.elem_err * invstd * rss_dy
+        grad_weight = f.held * acc * rss_dy_xhat + f.centre_err * invstd * sum_dy + f.elem_err * invstd * rss_dy
         if f.batch:
             # torch computes a 16-bit module's dx from its sums held in the module's dtype
             held = f.held / 2
