@@ -13,7 +13,7 @@ from bnconform.runners.backends.mutants import CAUSE, MUTANTS, SHAPE_CLASS
 from bnconform.runners.engine.execute import run_case
 from bnconform.runners.reports.mutants import score
 from bnconform.runners.reports.results import CaseResult
-from tests.helpers import ROOT, write_spec
+from tests.helpers import ROOT, SHAPE_FAMILIES, write_spec
 
 CASES = [c for c in load_cases([BUILTIN_SPECS]) if c.tier == "default"]  # the default run's cases
 
@@ -102,7 +102,6 @@ def test_corpus_is_large_enough() -> None:
 # The shapes library's families (~950 cases) are where the shape-class mutants are killed (they
 # are right everywhere else by construction); the other mutants are killed by the first 18
 # families, and replaying either over the rest would double this test's time for the same proof.
-SHAPE_FAMILIES = ("shapes", "magnitudes")
 
 
 @pytest.mark.parametrize("name", list(MUTANTS))

@@ -9,13 +9,13 @@ from bnconform.runners.backends import mutants
 from bnconform.runners.backends.numpy_backend import NumpyBackend, NumpyKernel
 from bnconform.runners.backends.protocol import PROFILES, Conventions
 from bnconform.runners.engine.execute import run_case
-from tests.helpers import bnconform
+from tests.helpers import SHAPE_FAMILIES, bnconform
 
 CASES = load_cases([BUILTIN_SPECS])
 
 
 # The 869 cases of the families before the shapes library (whose ~950 add nothing to a profile)
-FIRST_18 = [c for c in CASES if c.family not in ("shapes", "magnitudes")]
+FIRST_18 = [c for c in CASES if c.family not in SHAPE_FAMILIES]
 
 
 def _outcomes(backend, family=None) -> Counter:  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bnconform.cases.loader import BUILTIN_SPECS, SpecError, load_cases, load_file
-from tests.helpers import write_spec
+from tests.helpers import SHAPE_FAMILIES, write_spec
 
 GOOD = """
 family: demo
@@ -93,7 +93,7 @@ def test_builtin_library_shape() -> None:
     first = {"conditions", "toggling", "none_cases", "bessel", "momentum", "eps",
              "gradients", "freezing", "state", "errors", "stability"}
     beyond = {"precision", "layout", "autograd", "checkpoints", "modes", "fold", "shards"}
-    shapes = {"shapes", "magnitudes"}
+    shapes = set(SHAPE_FAMILIES)
     assert families == first | beyond | shapes
     assert len([c for c in cases if c.family in first]) >= 150
     assert len([c for c in cases if c.family in beyond]) >= 200
