@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 from bnconform.cases.loader import BUILTIN_SPECS, load_cases, spec_files
 from bnconform.cases.model import Case, id_matches
 from bnconform.runners.backends import Column, columns, default_backends
-from bnconform.runners.engine import manifest, order
+from bnconform.runners.engine import manifest, order, shards
 from bnconform.runners.engine.execute import exercises, reproduce_command, run_case, still_fails, tolerance_label
 from bnconform.runners.engine.isolation import Hosts, RemoteBackend
 from bnconform.runners.engine.options import Settings
@@ -82,10 +82,15 @@ def _each_filter_matches(cases: list[Case], settings: Settings) -> None:
 
 
 def selected_cases(settings: Settings) -> list[Case]:
-    """The selected cases (specs loaded once per process). Raises SpecError or EmptySelection."""
+    """The selected cases (specs loaded once per process), only its shard's with --shard I/N.
+    Raises SpecError or EmptySelection."""
     for directory in settings.specs:  # a directory without specs is a wrong path, not an addition of nothing
         if Path(directory).is_dir() and not spec_files([Path(directory)]):
             raise EmptySelection(f"--specs {directory}: no spec files (*.yaml, *.yml) in that directory")
+    try:
+        shard = shards.parse(settings.shard)
+    except shards.ShardError as exc:
+        raise EmptySelection(str(exc)) from None
     everything = load_cases(spec_dirs(settings))
     _each_filter_matches(everything, settings)
     cases = select(everything, settings)
@@ -94,7 +99,10 @@ def selected_cases(settings: Settings) -> list[Case]:
                    (("family", settings.family), ("case", settings.case), ("exclude", settings.exclude),
                     ("specs", settings.specs)) if values]
         raise EmptySelection(f"no case matches the selection ({'; '.join(filters) or 'the spec set is empty'})")
-    return cases
+    try:  # after the filters, so that a filter's typo is still its own error
+        return shards.take(cases, shard)
+    except shards.ShardError as exc:
+        raise EmptySelection(str(exc)) from None
 
 
 def selected_columns(settings: Settings) -> list[Column]:

@@ -14,13 +14,13 @@ from typing import Any, Optional, Sequence
 import pytest
 
 from bnconform.cases.loader import spec_files
-from bnconform.runners.engine import manifest
+from bnconform.runners.engine import manifest, shards
 from bnconform.runners.engine.cells import parse_nodeid, spec_dirs
 from bnconform.runners.engine.options import Settings
 from bnconform.runners.reports import outdir
 from bnconform.runners.reports.matrix import write_all
 from bnconform.runners.reports.metadata import run_metadata, suite_version
-from bnconform.runners.reports.results import BackendInfo, CaseResult, RunReport
+from bnconform.runners.reports.results import BackendInfo, CaseResult, RunReport, checked_nothing
 
 
 def _first_line(report: pytest.TestReport) -> str:
@@ -124,9 +124,10 @@ class Collector:
         except Exception:  # a spec dir that vanished must not lose the report
             files = []
         self.report = RunReport(
-            metadata=run_metadata(files), strict=self.settings.strict, suite_version=suite_version(),
+            metadata={**run_metadata(files), **shards.metadata(self.settings)}, strict=self.settings.strict,
+            suite_version=suite_version(),
             backends=backends, results=results, wall_time_s=round(time.perf_counter() - self.start_time, 2),
-            interrupted=interrupted, unchecked=self._checked_nothing(backends, results),
+            interrupted=interrupted, unchecked=checked_nothing(backends, results),
         )
         self.errors = list(self.report.unchecked)
         try:
@@ -140,18 +141,3 @@ class Collector:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.report.unchecked and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
-
-    @staticmethod
-    def _checked_nothing(backends: list[BackendInfo], results: list[CaseResult]) -> list[str]:
-        """A backend (not allowed to be unavailable) that ran none of its selected cells: the run
-        checked nothing of it and must not read as a pass."""
-        out = []
-        if results and all(r.outcome == "skipped" for r in results):
-            out.append(f"every one of the {len(results)} selected cells was skipped: the run checked nothing")
-        for b in backends:
-            mine = [r for r in results if r.backend == b.name]
-            if mine and not b.unavailable and all(r.outcome == "skipped" for r in mine):
-                why = mine[0].message.splitlines()[0] if mine[0].message else "skipped"
-                out.append(f"backend {b.name} ran none of its {len(mine)} selected cells (e.g. {why}); "
-                           "nothing of it was checked")
-        return out

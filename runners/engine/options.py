@@ -92,6 +92,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("tier", "the shapes library's tier: default (every block boundary at moderate size) or full (also the "
            "large sizes: planes past 10^6 values, 100x100 planes of 65 channels; docs/spec-format.md)", SELECT,
            kind="value", metavar="TIER", default="default", type=_tier),
+    Option("shard", "run only shard I of N of the selected cases (after the filters): case k of the selection goes to "
+           "shard (k mod N)+1, the same split on every machine; bnconform merge puts the N reports together",
+           frozenset({RUN, CHECK}), kind="value", metavar="I/N"),
     Option("manifest", "expected-deviation manifest (YAML): matching failures are xfailed (repeatable)",
            frozenset({RUN, CHECK}), metavar="FILE", path=True),
     Option("allow-unavailable", "run even if a requested backend cannot run here (not installed, no device, fails to "
@@ -192,6 +195,7 @@ class Settings:
     exclude: list[str] = field(default_factory=list)
     family: list[str] = field(default_factory=list)
     tier: str = "default"
+    shard: Optional[str] = None  # "I/N" (runners/engine/shards.py)
     manifest: list[str] = field(default_factory=list)
     strict: bool = False
     allow_unavailable: bool = False

@@ -89,3 +89,19 @@ class RunReport:
     @classmethod
     def read(cls, path: Path) -> "RunReport":
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def checked_nothing(backends: list[BackendInfo], results: list[CaseResult]) -> list[str]:
+    """A backend (not allowed to be unavailable) that ran none of its selected cells: the run
+    checked nothing of it and must not read as a pass. (Here, beside the model, because a run's
+    collector and `bnconform merge` both apply it: to one run's cells, and to the merged cells.)"""
+    out = []
+    if results and all(r.outcome == "skipped" for r in results):
+        out.append(f"every one of the {len(results)} selected cells was skipped: the run checked nothing")
+    for b in backends:
+        mine = [r for r in results if r.backend == b.name]
+        if mine and not b.unavailable and all(r.outcome == "skipped" for r in mine):
+            why = mine[0].message.splitlines()[0] if mine[0].message else "skipped"
+            out.append(f"backend {b.name} ran none of its {len(mine)} selected cells (e.g. {why}); "
+                       "nothing of it was checked")
+    return out
