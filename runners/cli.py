@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--json", metavar="FILE", help="also write the diff as JSON")
     cmp_.add_argument("--md", metavar="FILE", help="also write the Markdown (for a pull-request comment)")
     cmp_.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page (diff + new report)")
+    mrg = sub.add_parser("merge", help="one report from the conformance.json of several runs: the shards of one "
+                                       "selection (--shard I/N), or columns run on other machines")
+    mrg.add_argument("reports", nargs="+", metavar="REPORT", help="a conformance.json (its shards, its columns)")
+    mrg.add_argument("--out", default="reports", metavar="DIR",
+                     help="directory for the merged reports, cleared of them first (default: reports)")
+    mrg.add_argument("--html", action="store_true", help="also write conformance.html")
+    mrg.add_argument("--junit", metavar="FILE", help="also write JUnit XML of the merged cells to FILE")
     return parser
 
 
@@ -296,6 +303,37 @@ def compare_reports(args: argparse.Namespace) -> int:
     return EXIT_FAILED if diff["regressions"] else EXIT_OK
 
 
+def merge_reports(args: argparse.Namespace) -> int:
+    """One report from several runs' conformance.json (runners/reports/merge.py), written as `run`
+    writes its own; the exit code is the one a single run over those cells would give."""
+    from bnconform.runners.reports.matrix import terminal_summary, write_all
+    from bnconform.runners.reports.merge import MergeError, merge
+
+    try:
+        report = merge([Path(p) for p in args.reports])  # read before --out is cleared: an input may live there
+    except MergeError as exc:
+        raise UsageProblem(str(exc)) from None
+    out, junit = Path(args.out), Path(args.junit).resolve() if args.junit else None
+    try:
+        outdir.prepare(out, outdir.REPORT_FILES["merge"])
+        if junit is not None:
+            if junit.parent == out.resolve() and junit.name in outdir.REPORT_FILES["merge"]:
+                raise outdir.OutDirError(f"--junit {args.junit}: that is the merge's own {junit.name} in --out")
+            outdir.prepare_file(junit, "--junit")
+        paths = write_all(report, out, html=args.html, junit=junit)
+    except (outdir.OutDirError, OSError) as exc:
+        raise UsageProblem(str(exc)) from None
+    print(f"bnconform: merged {len(args.reports)} reports: {', '.join(args.reports)}")
+    print(terminal_summary(report))
+    for error in report.unchecked:
+        print(f"error: {error}")
+    for path in paths:
+        print(f"wrote {path}")
+    if report.interrupted or report.unchecked:
+        return EXIT_USAGE
+    return EXIT_FAILED if report.failed() else EXIT_OK
+
+
 def _number(option: str, text: object, kind: Callable[[str], float], ok: Callable[[float], bool], what: str) -> float:
     """A numeric option's value, or a one-line usage problem."""
     try:
@@ -329,6 +367,7 @@ def fuzz(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     RUN: run, CHECK: check, MUTANTS: mutants, BENCH: bench, FUZZ: fuzz, "compare": compare_reports,
+    "merge": merge_reports,
 }
 
 

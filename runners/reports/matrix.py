@@ -134,6 +134,20 @@ def _family_table(report: RunReport, family: str, backends: list[str]) -> list[s
             tabulate(body, headers=["cases"] + backends, tablefmt="github"), ""]
 
 
+def _merged(meta: dict) -> list[str]:
+    """A merged report's sources (`bnconform merge`, runners/reports/merge.py): the files, and the
+    machine each column ran on (the whole metadata of each is in conformance.json's metadata.columns)."""
+    runs = {run.get("file"): run for column in meta.get("columns", {}).values() for run in column}
+    files = ", ".join(f"`{f}`" + (f" (shard {runs[f]['shard']})" if runs.get(f, {}).get("shard") else "")
+                      for f in meta["merged_from"])
+    lines = [f"Merged by `bnconform merge` from {_plural(len(meta['merged_from']), 'report')}: {files}.", ""]
+    for name, column in meta.get("columns", {}).items():
+        machines = dict.fromkeys(f"{r.get('cpu_model', '?')}, {r.get('threads', '?')} threads, {r.get('os', '?')}"
+                                 for r in column)
+        lines.append(f"- **{name}** ran on {'; '.join(machines)}")
+    return lines + [""]
+
+
 def markdown(report: RunReport) -> str:
     backends = report.backend_names()
     meta = report.metadata
@@ -154,6 +168,8 @@ def markdown(report: RunReport) -> str:
         ),
         "",
     ]
+    if meta.get("merged_from"):
+        lines += _merged(meta)
     if report.interrupted:
         lines += ["**The run was interrupted: cells not run read error.**", ""]
     if conventions:

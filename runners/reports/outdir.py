@@ -13,6 +13,7 @@ REPORT_FILES = {
     "check": ("conformance.json", "conformance.md", "conformance.html", "check.md"),
     "mutants": ("conformance.json", "conformance.md", "conformance.html", "mutants.md", "mutants.json"),
     "bench": ("timing.json", "timing.md", "timing.html"),
+    "merge": ("conformance.json", "conformance.md", "conformance.html"),
 }
 
 
