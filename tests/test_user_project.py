@@ -2,11 +2,14 @@
 docs/ci.md tells a user to add. Run from outside this checkout, in fresh processes."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
 
 BACKEND = '''
 from bnconform import KernelModule, kernel_capabilities
@@ -91,3 +94,22 @@ def test_a_selection_that_matches_nothing_is_an_error_naming_the_filter(tmp_path
     proc = _pytest(project, "tests/test_batchnorm.py", "--bnconform-family", "nosuch")
     assert proc.returncode != 0
     assert "bnconform: --family 'nosuch' matches no family" in proc.stdout
+
+
+@pytest.mark.parametrize(("backend", "code"), [("numpy", 0), ("mutant:biased_running_var", 1)], ids=["passes", "fails"])
+def test_cells_spread_over_hosts_with_tx_still_make_one_complete_report(backend: str, code: int, tmp_path: Path) -> None:
+    """pytest-xdist's `--tx` (docs/ci.md): here two execnet gateways on this machine, `popen` in
+    place of `ssh=host`; the session's controller still collects every cell into one report."""
+    from bnconform.runners.engine.cells import selected_cases
+    from bnconform.runners.engine.options import Settings
+
+    project = _project(tmp_path / "proj")
+    proc = _pytest(project, "tests/test_batchnorm.py", "-v", "-d", "--tx", f"2*popen//python={sys.executable}",
+                   "--bnconform-family", "bessel", "--bnconform-backend", backend)
+    assert proc.returncode == code, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[gw0]" in proc.stdout and "[gw1]" in proc.stdout  # both gateways ran cells
+    report = json.loads((project / "reports" / "conformance.json").read_text())
+    expected = {c.id for c in selected_cases(Settings(family=["bessel"]))}
+    assert sorted(r["spec"] for r in report["results"]) == sorted(expected) and len(expected) == 16
+    outcomes = {r["outcome"] for r in report["results"]}
+    assert outcomes == {"passed"} if code == 0 else ("failed" in outcomes and outcomes <= {"passed", "failed"})
