@@ -109,3 +109,13 @@ def test_xdist_workers_still_collect_every_result(tmp_path: Path) -> None:
     proc, parallel = bnconform("--backend", "numpy", "--family", "momentum", "-n", "2", out=tmp_path / "xdist")
     assert proc.returncode == 0 == serial_proc.returncode, proc.stdout
     assert outcomes(parallel, "numpy") == outcomes(serial, "numpy") and len(outcomes(serial, "numpy")) > 20
+
+
+def test_a_shard_is_the_same_cells_under_xdist_workers(tmp_path: Path) -> None:
+    """Every pytest-xdist worker selects the cases again: each must arrive at the same shard."""
+    shard = ("--backend", "numpy", "--family", "momentum", "--shard", "2/3")
+    serial_proc, serial = bnconform(*shard, out=tmp_path / "serial")
+    proc, parallel = bnconform(*shard, "-n", "2", out=tmp_path / "xdist")
+    assert proc.returncode == 0 == serial_proc.returncode, proc.stdout
+    assert outcomes(parallel, "numpy") == outcomes(serial, "numpy") and len(outcomes(serial, "numpy")) > 5
+    assert parallel["metadata"]["shard"] == "2/3"
