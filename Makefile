@@ -12,7 +12,10 @@ matrix: $(STAMP)
 	$(BIN)/bnconform run --out reports
 
 ## test: ruff, mypy, then the suite's own tests and every conformance case on every built-in backend
+## (the sources byte-compiled first, as pip does for an installed package: the tests start
+## hundreds of bnconform processes, and PYTHONDONTWRITEBYTECODE would make each compile them again)
 test: lint
+	$(BIN)/python -m compileall -q cases runners bnconform tests
 	$(BIN)/python -m pytest -n auto --dist worksteal
 
 ## lint: ruff and mypy, configured in pyproject.toml

@@ -1,22 +1,22 @@
 """The four floating dtypes a case can name, as NumPy dtypes, with their unit roundoff.
 
 bfloat16 has no NumPy dtype of its own; `ml_dtypes` (the package JAX uses for it) provides
-one whose arrays convert to and from float64 with round-to-nearest-even, like torch's.
+one whose arrays convert to and from float64 with round-to-nearest-even, like torch's. It is
+imported on first use (its import costs about a second): a run without bfloat16 never pays it.
 """
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
-import ml_dtypes
 import numpy as np
 
 DType = Literal["float16", "bfloat16", "float32", "float64"]
 DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
 LOW_PRECISION = frozenset({"float16", "bfloat16"})
 
-_NUMPY = {
+_NUMPY: dict[str, np.dtype] = {
     "float16": np.dtype(np.float16),
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
     "float32": np.dtype(np.float32),
     "float64": np.dtype(np.float64),
 }
@@ -26,9 +26,16 @@ _NUMPY = {
 UNIT_ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24, "float64": 2.0**-53}
 
 
+@functools.cache
+def _bfloat16() -> np.dtype:  # cached: one import, one dtype object
+    import ml_dtypes
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 def numpy_dtype(name: str) -> np.dtype:
     """The NumPy dtype of a case dtype name."""
-    return _NUMPY[name]
+    return _bfloat16() if name == "bfloat16" else _NUMPY[name]
 
 
 def dtype_name(dtype: np.dtype) -> str:
@@ -36,6 +43,8 @@ def dtype_name(dtype: np.dtype) -> str:
     for name, dt in _NUMPY.items():
         if dt == dtype:
             return name
+    if np.dtype(dtype).name == "bfloat16" and np.dtype(dtype) == _bfloat16():
+        return "bfloat16"
     return str(dtype)
 
 

@@ -18,25 +18,14 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Callable, Optional, Sequence
-
-import pytest
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import bnconform
-from bnconform.cases.loader import SpecError
-from bnconform.runners.backends import UnknownBackend
-from bnconform.runners.engine import manifest, options
-from bnconform.runners.engine.cells import (
-    BackendProblem,
-    EmptySelection,
-    keep_for_this_process,
-    preflight,
-    selected_cases,
-    selected_columns,
-)
+from bnconform.runners.engine import options
 from bnconform.runners.engine.options import BENCH, CHECK, FUZZ, MUTANTS, RUN, Settings
-from bnconform.runners.reports import outdir
-from bnconform.runners.reports.results import RunReport
+
+if TYPE_CHECKING:  # each command imports what it runs: `--version`, `compare` and usage errors stay quick
+    from bnconform.runners.reports.results import RunReport
 
 PACKAGE = Path(bnconform.__file__).parent
 CELLS_MODULE = PACKAGE / "cases" / "test_conformance.py"
@@ -97,11 +86,24 @@ def _check_request(settings: Settings, command: str, in_process: bool) -> None:
     """Fail fast, before pytest starts, on what the user typed and on backends that cannot run
     (the plugin checks the same again, from the same cached specs, for users who run it from
     pytest; the backends' checked workers are handed to it when the cells run in this process)."""
+    from bnconform.cases.loader import SpecError
+    from bnconform.runners.backends import UnknownBackend
+    from bnconform.runners.engine import manifest
+    from bnconform.runners.engine.cells import (
+        BackendProblem,
+        EmptySelection,
+        keep_for_this_process,
+        preflight,
+        selected_cases,
+        selected_columns,
+    )
+    from bnconform.runners.reports import outdir
+
     try:
-        selected_cases(settings)
         columns = selected_columns(settings)
+        cases = selected_cases(settings)
+        hosts = preflight(settings, columns, cases)  # starts the workers' server: its imports overlap the rest
         manifest.load(Path(p) for p in settings.manifest)
-        hosts = preflight(settings, columns)
     except (SpecError, EmptySelection, UnknownBackend, manifest.ManifestError, BackendProblem) as exc:
         raise UsageProblem(str(exc)) from None
     try:  # only a run that can go ahead clears the older reports (a refused one leaves them be)
@@ -118,6 +120,16 @@ def _check_request(settings: Settings, command: str, in_process: bool) -> None:
         keep_for_this_process(settings, hosts)
     else:
         hosts.close()
+
+
+def _needs_torch(command: str, why: str) -> None:
+    """bench and fuzz measure against torch itself: without it they cannot say anything."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        from bnconform.runners.backends import TORCH_MISSING
+
+        raise UsageProblem(f"{command} {why}, and {TORCH_MISSING}")
 
 
 def _plugins(*names: str) -> list[str]:
@@ -141,6 +153,10 @@ def _interrupt_on_sigterm() -> None:
 
 def _engine(args: argparse.Namespace, command: str, backends: Optional[list[str]] = None) -> tuple[int, Optional[RunReport]]:
     """One pytest session over the selected cells; the pytest exit code made a gate, and the report."""
+    import pytest
+
+    from bnconform.runners.reports.results import RunReport
+
     _importable_from_cwd()
     settings = Settings.from_args(args, command)
     if backends is not None:
@@ -182,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
 def check(args: argparse.Namespace) -> int:
     """The check view of one backend (printed and written to check.md); the exit code is the engine's,
     so manifests, profiles and --strict mean exactly what they mean in `run`."""
+    from bnconform.runners.engine.cells import selected_columns
     from bnconform.runners.reports.check import check_text
 
     if len(args.backend) != 1:
@@ -235,11 +252,17 @@ def bench(args: argparse.Namespace) -> int:
     """Time the backends (pytest on the bench cases, in this process), then write timing.json and timing.md."""
     import tempfile
 
+    import pytest
+
+    from bnconform.runners.backends import UnknownBackend
     from bnconform.runners.bench.cases import RAW_ENV
     from bnconform.runners.bench.workloads import SHAPES, shape_id
+    from bnconform.runners.engine.cells import selected_columns
+    from bnconform.runners.reports import outdir
     from bnconform.runners.reports.timing import write
 
     _importable_from_cwd()
+    _needs_torch("bench", "times every backend against torch's kernel")
     names = list(dict.fromkeys(["torch"] + (args.backend or ["numpy", "cffi"])))
     try:
         selected_columns(Settings(backend=names))
@@ -282,6 +305,7 @@ def bench(args: argparse.Namespace) -> int:
 def compare_reports(args: argparse.Namespace) -> int:
     """Print the diff as Markdown; exit 1 on any regression, 2 on unreadable input."""
     from bnconform.runners.reports.compare import compare, load, markdown
+    from bnconform.runners.reports.results import RunReport
 
     try:
         diff = compare(Path(args.base), Path(args.new), args.threshold, args.allow_removed)
@@ -306,6 +330,7 @@ def compare_reports(args: argparse.Namespace) -> int:
 def merge_reports(args: argparse.Namespace) -> int:
     """One report from several runs' conformance.json (runners/reports/merge.py), written as `run`
     writes its own; the exit code is the one a single run over those cells would give."""
+    from bnconform.runners.reports import outdir
     from bnconform.runners.reports.matrix import terminal_summary, write_all
     from bnconform.runners.reports.merge import MergeError, merge
 
@@ -354,6 +379,7 @@ def fuzz(args: argparse.Namespace) -> int:
     _importable_from_cwd()
     if len(args.backend) != 1:
         raise UsageProblem("fuzz takes exactly one --backend")
+    _needs_torch("fuzz", "keeps a failure only where torch passes the same scenario")
     budget = _number("--budget", args.budget, float, lambda v: v > 0, "a positive number of seconds")
     seed = (int(_number("--seed", args.seed, int, lambda v: v >= 0, "a non-negative integer")) if args.seed is not None
             else new_seed())

@@ -20,3 +20,11 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     bin_dir = once(tmp_path_factory, "bnconform-venv", build_venv(wheel)) / "bin"
     assert_installed(bin_dir)  # still there for this worker, however long ago another built it
     return bin_dir
+
+
+@pytest.fixture(scope="session")
+def installed_without_torch(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bin directory of a fresh venv with the wheel alone (`pip install bnconform`): no torch."""
+    bin_dir = once(tmp_path_factory, "bnconform-venv-no-torch", build_venv(wheel, extras="")) / "bin"
+    assert_installed(bin_dir)
+    return bin_dir

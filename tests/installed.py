@@ -60,10 +60,12 @@ def wheel_in(directory: Path) -> Path:
     return found
 
 
-def build_venv(wheel: Path) -> Callable[[Path], None]:
+def build_venv(wheel: Path, extras: str = "[torch]") -> Callable[[Path], None]:
+    """A venv with the wheel and its extras: `[torch]` (the torch columns) unless told otherwise."""
+
     def build(env_dir: Path) -> None:
         venv.create(env_dir, with_pip=True)
-        proc = subprocess.run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
+        proc = subprocess.run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{wheel}{extras}"],
                               capture_output=True, text=True, timeout=1800)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert_installed(env_dir / "bin")

@@ -108,3 +108,31 @@ def test_the_documented_user_session_runs_from_the_installed_package(user: tuple
                 "eps", "--junitxml", "proj/junit.xml", "-p", "no:cacheprovider")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert (user[1] / "proj" / "junit.xml").read_text().count("<testcase ") == 29
+
+
+def test_without_torch_the_other_columns_run_and_torch_reads_skipped(installed_without_torch: Path,
+                                                                    tmp_path: Path) -> None:
+    """`pip install bnconform` without the [torch] extra: no torch in the venv, the numpy and C
+    columns run from an empty directory, and the torch column is what an unavailable backend is."""
+    user = (installed_without_torch, tmp_path)
+    assert _run(user, "python", "-c", "import torch").returncode != 0  # the venv really has no torch
+    named = _run(user, "bnconform", "run", "--backend", "numpy", "--backend", "cffi", "--exclude", "shapes/*",
+                 "--exclude", "magnitudes/*", "--out", "named")
+    assert named.returncode == 0, named.stdout[-3000:] + named.stderr[-3000:]
+    outcomes = {r["outcome"] for r in json.loads((tmp_path / "named" / "conformance.json").read_text())["results"]}
+    assert outcomes == {"passed", "skipped"}
+    # The default columns: torch among them, skipped with the reason, the run still a pass.
+    default = _run(user, "bnconform", "run", "--family", "bessel", "--out", "default")
+    assert default.returncode == 0, default.stdout[-3000:] + default.stderr[-3000:]
+    report = json.loads((tmp_path / "default" / "conformance.json").read_text())
+    torch_cells = [r for r in report["results"] if r["backend"] == "torch"]
+    assert torch_cells and all(r["outcome"] == "skipped" and "bnconform[torch]" in r["message"] for r in torch_cells)
+    assert {r["outcome"] for r in report["results"] if r["backend"] != "torch"} == {"passed"}
+    assert "backend torch did not run: unavailable here" in default.stdout
+    # Named, torch must run: exit 2 with the reason, as any backend that cannot run here.
+    named_torch = _run(user, "bnconform", "run", "--backend", "torch", "--family", "bessel", "--out", "torch")
+    assert named_torch.returncode == 2 and "bnconform[torch]" in named_torch.stderr, named_torch.stderr
+    for command in (["bench"], ["fuzz", "--backend", "numpy", "--budget", "1"]):
+        refused = _run(user, "bnconform", *command, "--out", "refused")
+        assert refused.returncode == 2 and "bnconform[torch]" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from bnconform.runners.backends.protocol import Backend
@@ -17,6 +20,24 @@ from bnconform.runners.backends.protocol import Backend
 ENTRY_POINT_GROUP = "bnconform.backends"
 MUTANT_PREFIX = "mutant:"  # the shipped corpus of deliberately broken backends (mutants.py)
 MUTANTS_MODULE = "bnconform.runners.backends.mutants"
+# The torch release whose behaviour the specs, goldens and docs/semantics.md encode. Another
+# release still runs as the torch column; the run then warns that differences may be torch's own.
+TORCH_RELEASE = "2.13.0"
+TORCH_MISSING = "torch is not installed (pip install 'bnconform[torch]' adds the torch columns)"
+
+
+def uses_torch(target: str) -> bool:
+    """Whether a column's backend is built on torch (its worker needs torch imported)."""
+    return target in ("torch", "torch-cuda") or target.startswith(("torch-module:", MUTANT_PREFIX, MUTANTS_MODULE + ":"))
+
+
+def torch_release_warning(column: str, version: str) -> Optional[str]:
+    """A warning when a torch column ran another torch release than the one the library encodes."""
+    found = re.search(r"(?:^|torch )(\d+\.\d+(?:\.\d+)?)", version)
+    if found is None or found.group(1) == TORCH_RELEASE:
+        return None
+    return (f"backend {column} ran torch {found.group(1)}; bnconform encodes torch {TORCH_RELEASE}'s behaviour, so a "
+            f"difference may be a change in torch itself (docs/semantics.md)")
 
 
 def _torch_cpu() -> Backend:
@@ -195,13 +216,18 @@ def unavailable_reason(backend: Backend) -> Optional[str]:
 
 
 def default_backends() -> list[str]:
-    """Built-ins that can run here: torch-cuda only where CUDA is present."""
+    """Built-ins that can run here: torch-cuda only where torch is installed and an NVIDIA device
+    is (read from the driver, without importing torch: the run's controller never needs torch).
+    Without torch the torch column stays, to read skipped with the reason."""
     names = ["torch", "numpy", "cffi"]
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            names.insert(1, "torch-cuda")
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    if importlib.util.find_spec("torch") is not None and _nvidia_device():
+        names.insert(1, "torch-cuda")
     return names
+
+
+def _nvidia_device() -> bool:
+    gpus = Path("/proc/driver/nvidia/gpus")
+    try:
+        return gpus.is_dir() and any(gpus.iterdir())
+    except OSError:
+        return False

@@ -15,8 +15,9 @@ from typing import Any, Optional
 import ml_dtypes
 import numpy as np
 
-from bnconform.runners.backends.kernel_module import KernelModule, OutputRecycler, default_threads, kernel_capabilities
+from bnconform.runners.backends.kernel_module import KernelModule, OutputRecycler, kernel_capabilities
 from bnconform.runners.backends.protocol import Array, ModuleConfig
+from bnconform.runners.backends.threads import default_threads
 
 F16, BF16 = np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)

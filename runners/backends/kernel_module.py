@@ -9,7 +9,6 @@ the one place backends get module semantics from; see docs/backends.md.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from typing import Optional, Protocol, cast
 
@@ -89,16 +88,6 @@ class Kernel(Protocol):
         self, dy: Array, x: Array, weight: Optional[Array], running_mean: Array, running_var: Array, eps: float
     ) -> tuple[Array, Array, Array]:
         """(dx, dweight, dbias) with the running statistics as constants."""
-
-
-def default_threads() -> int:
-    """torch's thread count when torch is importable (the same as the reference), else the CPU count."""
-    try:
-        import torch
-
-        return int(torch.get_num_threads())
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return os.cpu_count() or 1
 
 
 class OutputRecycler:

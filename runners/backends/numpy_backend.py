@@ -17,8 +17,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from bnconform.runners.backends.kernel_module import KernelModule, OutputRecycler, default_threads, kernel_capabilities
+from bnconform.runners.backends.kernel_module import KernelModule, OutputRecycler, kernel_capabilities
 from bnconform.runners.backends.protocol import Array, ModuleConfig
+from bnconform.runners.backends.threads import default_threads
 
 PLANE_MIN = 64  # planes at least this long are reduced plane by plane
 

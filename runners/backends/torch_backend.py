@@ -43,7 +43,7 @@ _LAZY = {1: "LazyBatchNorm1d", 2: "LazyBatchNorm2d", 3: "LazyBatchNorm3d"}
 def to_tensor(torch: Any, a: Array) -> Any:
     """A CPU tensor with `a`'s values, dtype and strides, a sliced view's included (bfloat16
     through its bits: torch reads no ml_dtypes array)."""
-    if a.dtype == numpy_dtype("bfloat16"):
+    if a.dtype.name == "bfloat16" and a.dtype == numpy_dtype("bfloat16"):
         return torch.from_numpy(copy_keeping_strides(a.view(np.uint16))).view(torch.bfloat16)
     return torch.from_numpy(copy_keeping_strides(a))
 
@@ -331,16 +331,20 @@ class TorchBackend:
         self.capabilities = Capabilities(dtypes=DTYPES, features=FEATURES)
 
     def version(self) -> str:
-        import torch
-
+        try:
+            import torch
+        except ImportError:
+            return "not installed"
         return torch.__version__
 
     def available(self) -> Optional[str]:
         """None when usable here, else the reason it is not."""
+        from bnconform.runners.backends import TORCH_MISSING
+
         try:
             import torch
-        except ImportError as exc:
-            return f"torch is not installed ({exc})"
+        except ImportError:
+            return TORCH_MISSING
         if self.device == "cuda" and not torch.cuda.is_available():
             return "CUDA is not available on this machine"
         return None

@@ -7,36 +7,20 @@ deviation manifests, and returns the one result model (runners/reports/results.p
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bnconform.cases.loader import BUILTIN_SPECS, load_cases, spec_files
+from bnconform.cases.loader import BUILTIN_SPECS, file_families, load_cases, spec_files
 from bnconform.cases.model import Case, id_matches
 from bnconform.runners.backends import Column, columns, default_backends
 from bnconform.runners.engine import manifest, order, shards
+from bnconform.runners.engine.cellids import cell_id
 from bnconform.runners.engine.execute import exercises, reproduce_command, run_case, still_fails, tolerance_label
-from bnconform.runners.engine.isolation import Hosts, RemoteBackend
+from bnconform.runners.engine.isolation import Hosts, RemoteBackend, warm_up
 from bnconform.runners.engine.options import Settings
 from bnconform.runners.reports.results import FAILING, BackendInfo, CaseResult
-
-# A cell's test id is CASE_ID[COLUMN], parametrising test_conformance; case ids are family/spec
-# or family/spec[grid], ids and families are [a-z0-9_]+, and a column name has no brackets. One
-# function builds the id, one reads it back (the pytest-xdist controller sees only node ids);
-# another test whose parameters merely look like case ids is not a cell.
-CELL_ID = re.compile(r"::test_conformance\[(?P<case>[a-z0-9_]+/[a-z0-9_]+(?:\[[^\[\]]*\])?)\[(?P<column>[^\[\]]+)\]\]$")
-
-
-def cell_id(case_id: str, column: str) -> str:
-    return f"{case_id}[{column}]"
-
-
-def parse_nodeid(nodeid: str) -> Optional[tuple[str, str]]:
-    """(case id, column) of a cell's pytest node id, or None for any other test."""
-    match = CELL_ID.search(nodeid)
-    return (match["case"], match["column"]) if match else None
 
 
 def spec_dirs(settings: Settings) -> list[Path]:
@@ -65,9 +49,8 @@ class EmptySelection(Exception):
     """No case matches the selection: a usage error that names the filters, never an empty pass."""
 
 
-def _each_filter_matches(cases: list[Case], settings: Settings) -> None:
+def _each_filter_matches(cases: list[Case], families: list[str], settings: Settings) -> None:
     """A filter value that matches nothing is a typo (or a stale name), even beside others that do."""
-    families = list(dict.fromkeys(c.family for c in cases))
     for family in settings.family:
         if family not in families:
             raise EmptySelection(f"--family {family!r} matches no family (families: {', '.join(families)})")
@@ -81,6 +64,16 @@ def _each_filter_matches(cases: list[Case], settings: Settings) -> None:
                 raise EmptySelection(f"--case {pattern!r} matches only cases of the full tier: add --tier full")
 
 
+def families_needed(settings: Settings) -> Optional[set[str]]:
+    """The families a selection's filters name (None: any): those of --family and the family part
+    of each --case pattern, unless a pattern has a `*` there or there is neither. Only their spec
+    files are validated and expanded (each filter is still checked against what it names)."""
+    heads = {pattern.split("/", 1)[0] for pattern in settings.case}
+    if any("*" in head for head in heads) or not (settings.family or settings.case):
+        return None
+    return set(settings.family) | heads
+
+
 def selected_cases(settings: Settings) -> list[Case]:
     """The selected cases (specs loaded once per process), only its shard's with --shard I/N.
     Raises SpecError or EmptySelection."""
@@ -91,8 +84,11 @@ def selected_cases(settings: Settings) -> list[Case]:
         shard = shards.parse(settings.shard)
     except shards.ShardError as exc:
         raise EmptySelection(str(exc)) from None
-    everything = load_cases(spec_dirs(settings))
-    _each_filter_matches(everything, settings)
+    directories = spec_dirs(settings)
+    needed = families_needed(settings)
+    everything = load_cases(directories, needed)
+    families = list(dict.fromkeys(f for f in file_families(directories).values() if f is not None))
+    _each_filter_matches(everything, families, settings)
     cases = select(everything, settings)
     if not cases:
         filters = [f"{key} {' '.join(repr(v) for v in values)}" for key, values in
@@ -136,7 +132,12 @@ class BackendProblem(Exception):
     unavailable here (unless --allow-unavailable). Found before any case runs; a usage error."""
 
 
-def preflight(settings: Settings, columns: list[Column]) -> Hosts:
+def uses_bfloat16(cases: Sequence[Case]) -> bool:
+    """Whether a case's module or input is bfloat16 (its workers then want ml_dtypes preloaded)."""
+    return any("bfloat16" in (c.config.dtype, c.config.input_dtype) for c in cases)
+
+
+def preflight(settings: Settings, columns: list[Column], cases: Sequence[Case] = ()) -> Hosts:
     """Start each column's worker and check what the backend declares, once, before any case runs.
 
     Raises BackendProblem naming every column that cannot run; an unavailable one is allowed
@@ -146,6 +147,7 @@ def preflight(settings: Settings, columns: list[Column]) -> Hosts:
     key = (tuple(columns), settings.timeout)
     if key in _PREFLIGHTED:
         return _PREFLIGHTED.pop(key)
+    warm_up(columns, uses_bfloat16(cases))
     hosts = Hosts(settings.timeout)
     # Named backends must run; the defaults are "the built-ins that can run here" (cffi without a
     # compiler is skipped, saying why).
@@ -187,7 +189,7 @@ class Cells:
         self.cases = selected_cases(settings)
         self.columns = selected_columns(settings)
         self.entries = manifest.load(Path(p) for p in settings.manifest)
-        self.hosts = preflight(settings, self.columns)
+        self.hosts = preflight(settings, self.columns, self.cases)
         self.shipped: dict[str, list[manifest.Entry] | str] = {}  # a column's own manifest, or why it failed to load
         self.fresh = {c.name for c in self.columns if {"all", c.name} & set(settings.fresh_worker)}
 

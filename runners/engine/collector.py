@@ -14,8 +14,10 @@ from typing import Any, Optional, Sequence
 import pytest
 
 from bnconform.cases.loader import spec_files
+from bnconform.runners.backends import UnknownBackend, columns, default_backends, torch_release_warning, uses_torch
 from bnconform.runners.engine import manifest, shards
-from bnconform.runners.engine.cells import parse_nodeid, spec_dirs
+from bnconform.runners.engine.cellids import parse_nodeid
+from bnconform.runners.engine.cells import spec_dirs
 from bnconform.runners.engine.options import Settings
 from bnconform.runners.reports import outdir
 from bnconform.runners.reports.matrix import write_all
@@ -119,6 +121,8 @@ class Collector:
         self.warnings = self._stale_entries(results, interrupted) + [
             f"backend {b.name} did not run: unavailable here ({b.unavailable}); its "
             f"{sum(r.backend == b.name for r in results)} cells are skipped" for b in backends if b.unavailable]
+        self.warnings += [w for b in backends if not b.unavailable and b.name in self._torch_columns()
+                          and (w := torch_release_warning(b.name, b.version)) is not None]
         try:
             files = spec_files(spec_dirs(self.settings))
         except Exception:  # a spec dir that vanished must not lose the report
@@ -141,3 +145,9 @@ class Collector:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.report.unchecked and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
+
+    def _torch_columns(self) -> set[str]:
+        try:
+            return {c.name for c in columns(self.settings.backend or default_backends()) if uses_torch(c.target)}
+        except UnknownBackend:
+            return set()

@@ -24,7 +24,10 @@ def _kind(value: Any) -> str:
     return f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ not in ("builtins", "numpy") else kind.__name__
 
 
-FLOATS = tuple(numpy_dtype(name) for name in DTYPES)
+def _is_float(dtype: np.dtype) -> bool:
+    """One of the four float dtypes (bfloat16 compared only when the name says so: its package
+    loads on first use)."""
+    return any(dtype == numpy_dtype(name) for name in DTYPES if name != "bfloat16" or dtype.name == "bfloat16")
 
 
 def array(what: str, value: Any, dtype: Optional[np.dtype], shape: Optional[tuple[int, ...]], allow_none: bool = False) -> None:
@@ -39,7 +42,7 @@ def array(what: str, value: Any, dtype: Optional[np.dtype], shape: Optional[tupl
         raise ContractViolation(f"{what} is a {_kind(value)}; expected a numpy.ndarray of {kind}")
     if dtype is not None and value.dtype != dtype:
         raise ContractViolation(f"{what} has dtype {value.dtype}; expected {dtype}, as torch gives for {dtype} data")
-    if dtype is None and value.dtype not in FLOATS:
+    if dtype is None and not _is_float(value.dtype):
         raise ContractViolation(f"{what} has dtype {value.dtype}; expected one of {', '.join(DTYPES)}")
     if shape is not None and value.shape != shape:
         raise ContractViolation(f"{what} has shape {value.shape}; expected {shape}")

@@ -10,6 +10,7 @@ as it would drive the backend itself. A segfault, `os._exit`, `SystemExit`, a
 """
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import signal
@@ -17,9 +18,9 @@ import sys
 import tempfile
 import time
 from multiprocessing.connection import Connection, wait
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-from bnconform.runners.backends import Column
+from bnconform.runners.backends import Column, uses_torch
 from bnconform.runners.backends.protocol import Capabilities, Conventions, ModuleConfig
 from bnconform.runners.engine import host, transport
 from bnconform.runners.engine.contract import ContractViolation
@@ -90,16 +91,32 @@ def _main_imports() -> list[str]:
     return found + [name for name in ("bnconform.runners.cli",) if name in sys.modules]
 
 
-def _context() -> Any:
-    """forkserver (fast, fork-safe workers with torch preloaded), or spawn where there is none."""
+def _context(preload: Sequence[str] = ()) -> Any:
+    """forkserver (fast, fork-safe workers forked from a server that has imported what the run's
+    backends need once), or spawn where there is none. The first call fixes what is preloaded."""
     global _CONTEXT
     if _CONTEXT is None:
         if "forkserver" in multiprocessing.get_all_start_methods():
             _CONTEXT = multiprocessing.get_context("forkserver")
-            _CONTEXT.set_forkserver_preload([*_main_imports(), "bnconform.runners.engine.host", "torch"])
+            _CONTEXT.set_forkserver_preload([*_main_imports(), "bnconform.runners.engine.host", *preload])
         else:  # pragma: no cover - Windows
             _CONTEXT = multiprocessing.get_context("spawn")
     return _CONTEXT
+
+
+def warm_up(columns: Sequence[Column], bfloat16: bool = False) -> None:
+    """Start the worker server now, preloading torch only when a column is built on it (and torch
+    is installed), and ml_dtypes (a second to import) only when a selected case uses bfloat16, so
+    that the server's imports overlap what this process does next and every worker forked from it
+    starts with them. Only the built-in torch is preloaded: a plugin's module is imported in its
+    own worker, where whatever its import does costs its own cells."""
+    wants_torch = any(uses_torch(c.target) for c in columns if not c.problem)
+    preload = ["torch"] if wants_torch and importlib.util.find_spec("torch") is not None else []
+    ctx = _context(preload + (["ml_dtypes"] if bfloat16 else []))
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def _exit_text(code: Optional[int]) -> str:

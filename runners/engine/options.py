@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
-
-import pytest
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from bnconform.runners.reports.progress import MODES as PROGRESS_MODES
+
+if TYPE_CHECKING:
+    import pytest
 
 PREFIX = "bnconform-"
 RUN, CHECK, MUTANTS, BENCH = "run", "check", "mutants", "bench"

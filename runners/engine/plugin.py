@@ -3,7 +3,8 @@ behind bnconform's cells in a user's own pytest session.
 
 Registered through the `pytest11` entry point, so it is present in every pytest session of
 the environment, and inert there: it declares its `--bnconform-*` options and does nothing
-else until a collected test asks for the `bnconform_cell` fixture (the function
+else (it imports nothing of the engine: the entry point costs what its options do) until a
+collected test asks for the `bnconform_cell` fixture (the function
 `bnconform.testing.test_conformance`, placed in a test module as ONNX's backend tests are).
 Then it loads the specs (once per process), parametrises that test with one cell per case x
 backend column, runs each cell with its backend in a worker process of its own, and the
@@ -12,23 +13,22 @@ session's controller collects every cell's result into the reports.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import pytest
 
-from bnconform.cases.loader import SpecError
-from bnconform.runners.backends import UnknownBackend
-from bnconform.runners.engine import manifest
-from bnconform.runners.engine.cells import BackendProblem, Cell, Cells, EmptySelection
-from bnconform.runners.engine.collector import Collector
+from bnconform.runners.engine.cellids import parse_nodeid
 from bnconform.runners.engine.options import Settings, add_pytest_options
-from bnconform.runners.reports import progress
-from bnconform.runners.reports.matrix import terminal_summary
-from bnconform.runners.reports.results import BackendInfo, CaseResult
+
+if TYPE_CHECKING:  # the engine loads only when a session has cells (_cells, Controller._collect)
+    from bnconform.runners.engine.cells import Cell, Cells
+    from bnconform.runners.engine.collector import Collector
+    from bnconform.runners.reports import progress
+    from bnconform.runners.reports.results import BackendInfo, CaseResult
 
 SETTINGS = pytest.StashKey[Settings]()
 CELLS = pytest.StashKey["Cells | str"]()  # the cells, or why they could not be set up
-RESULT = pytest.StashKey[tuple[CaseResult, BackendInfo]]()
+RESULT = pytest.StashKey[tuple["CaseResult", "BackendInfo"]]()
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -49,13 +49,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     cells = config.stash.get(CELLS, None)
-    if isinstance(cells, Cells):
+    if cells is not None and not isinstance(cells, str):
         cells.close()
 
 
 def _cells(config: pytest.Config) -> Cells:
     """The cells of this process, set up on first request (the plugin's activation)."""
     if CELLS not in config.stash:
+        from bnconform.cases.loader import SpecError
+        from bnconform.runners.backends import UnknownBackend
+        from bnconform.runners.engine import manifest
+        from bnconform.runners.engine.cells import BackendProblem, Cells, EmptySelection
+
         try:
             config.stash[CELLS] = Cells(config.stash[SETTINGS])
         except (SpecError, EmptySelection, UnknownBackend, manifest.ManifestError, BackendProblem) as exc:
@@ -78,7 +83,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """--bnconform-keep-order: the cells back in Cells.all()'s order, after any plugin that
     shuffles or sorts (pytest-randomly, say); other tests keep their places."""
     cells = config.stash.get(CELLS, None)
-    if not config.stash[SETTINGS].keep_order or not isinstance(cells, Cells):
+    if not config.stash[SETTINGS].keep_order or cells is None or isinstance(cells, str):
         return
     position = {c.id: i for i, c in enumerate(cells.all())}
     places = [i for i, item in enumerate(items) if _cell_id(item) in position]
@@ -88,6 +93,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _cell_id(item: pytest.Item) -> Optional[str]:
+    from bnconform.runners.engine.cells import Cell  # loaded already: the session has cells
+
     callspec = getattr(item, "callspec", None)
     cell = callspec.params.get("bnconform_cell") if callspec is not None else None
     return cell.id if isinstance(cell, Cell) else None
@@ -129,20 +136,35 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 class Controller:
-    """The session controller's hooks (the pytest process, or the pytest-xdist controller)."""
+    """The session controller's hooks (the pytest process, or the pytest-xdist controller).
+
+    Until the collection shows a cell it holds nothing: the collector, the reports and the
+    progress display load only in a session that has bnconform cells."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.collector = Collector(config.stash[SETTINGS])
+        self.collector: Optional[Collector] = None
         self.progress: Optional[progress.Display] = None
 
+    def _collect(self, nodeids: Sequence[str]) -> None:
+        """Once the selected cells are known: the collector, and the live progress if asked for."""
+        if self.collector is None:
+            if not any(parse_nodeid(n) for n in nodeids):
+                return  # no bnconform cell in this session: stay out of the way
+            from bnconform.runners.engine.collector import Collector
+
+            self.collector = Collector(self.config.stash[SETTINGS])
+        self.collector.start(nodeids)
+        self._started()
+
     def _started(self) -> None:
-        """Once the selected cells are known: the live progress, if asked for (--bnconform-progress)."""
-        if self.progress is not None or not self.collector.active:
+        if self.progress is not None or self.collector is None or not self.collector.active:
             return
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
         if terminal is None:
             return
+        from bnconform.runners.reports import progress
+
         self.progress = progress.create(self.collector.settings.progress, len(self.collector.expected),
                                         self.collector.columns, terminal.write_line,
                                         verbose=self.config.get_verbosity() > 0)
@@ -155,15 +177,15 @@ class Controller:
             display.stop(interrupted)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.collector.start([item.nodeid for item in session.items])
-        self._started()
+        self._collect([item.nodeid for item in session.items])
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: Sequence[str]) -> None:
-        self.collector.start(ids)
-        self._started()
+        self._collect(ids)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.collector is None:
+            return
         self.collector.record(report)
         result = self.collector.results.get(report.nodeid)
         if self.progress is not None and result is not None:
@@ -174,7 +196,8 @@ class Controller:
     def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> Any:
         """With the live progress on, a cell's letter (the -q dot) is left out: the progress says it."""
         status = yield
-        if self.progress is not None and report.nodeid in self.collector.expected and config.get_verbosity() <= 0:
+        if (self.progress is not None and self.collector is not None and report.nodeid in self.collector.expected
+                and config.get_verbosity() <= 0):
             return (status[0], "", "")
         return status
 
@@ -184,15 +207,18 @@ class Controller:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self._stop_progress(interrupted=session.exitstatus == pytest.ExitCode.INTERRUPTED)
-        self.collector.finish(session)
+        if self.collector is not None:
+            self.collector.finish(session)
 
     def pytest_unconfigure(self) -> None:
         self._stop_progress()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        report = self.collector.report
-        if report is None:
+        report = self.collector.report if self.collector is not None else None
+        if self.collector is None or report is None:
             return
+        from bnconform.runners.reports.matrix import terminal_summary
+
         terminalreporter.write_sep("=", "bnconform conformance")
         terminalreporter.write_line(terminal_summary(report))
         for warning in self.collector.warnings:

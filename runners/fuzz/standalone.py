@@ -153,7 +153,7 @@ def differs(name: str, want: dict[str, Any], expected: Optional[np.ndarray], act
         count = int(np.asarray(actual))
         return None if count == int(expected) else f"{name}: expected {int(expected)}, got {count} (exact)"
     a = np.asarray(actual)
-    dtype_name = "bfloat16" if a.dtype == numpy_dtype("bfloat16") else str(a.dtype)
+    dtype_name = "bfloat16" if a.dtype.name == "bfloat16" else str(a.dtype)
     e, got = np.asarray(expected, dtype=np.float64), a.astype(np.float64)
     if e.shape != got.shape:
         return f"{name}: shape differs: expected {e.shape}, got {got.shape}"

@@ -12,6 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from bnconform.runners.backends.threads import default_threads
+
 # The checkout this package was installed from (editable), if any: runners/reports -> the repository.
 ROOT = Path(__file__).resolve().parent.parent.parent
 PACKAGES = ("torch", "numpy", "cffi", "pydantic", "pytest", "pytest-benchmark", "bnconform")
@@ -66,15 +68,6 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def threads() -> int:
-    try:
-        import torch
-
-        return int(torch.get_num_threads())
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return os.cpu_count() or 1
-
-
 def run_metadata(spec_files: Iterable[Path] = (), thread_count: Optional[int] = None) -> dict[str, Any]:
     return {
         "suite_version": suite_version(),
@@ -84,6 +77,6 @@ def run_metadata(spec_files: Iterable[Path] = (), thread_count: Optional[int] = 
         "os": platform.platform(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "threads": thread_count if thread_count is not None else threads(),
+        "threads": thread_count if thread_count is not None else default_threads(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
