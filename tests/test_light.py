@@ -66,6 +66,15 @@ def test_a_session_with_cells_loads_the_engine_and_writes_the_report(tmp_path: P
     assert (out / "conformance.json").exists()
 
 
+def test_collect_only_lists_the_cells_and_writes_no_report(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _session(tmp_path, "from bnconform.testing import test_conformance  # noqa: F401\n", "--collect-only",
+                    "--bnconform-backend", "numpy", "--bnconform-family", "bessel", "--bnconform-out", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.count("test_conformance[bessel/") == 16, proc.stdout[-2000:]
+    assert not out.exists()  # nothing ran: no report that reads every cell "not run"
+
+
 CONTROLLER = """
 import sys
 from bnconform.runners.cli import main

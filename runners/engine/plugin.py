@@ -149,8 +149,8 @@ class Controller:
     def _collect(self, nodeids: Sequence[str]) -> None:
         """Once the selected cells are known: the collector, and the live progress if asked for."""
         if self.collector is None:
-            if not any(parse_nodeid(n) for n in nodeids):
-                return  # no bnconform cell in this session: stay out of the way
+            if self.config.option.collectonly or not any(parse_nodeid(n) for n in nodeids):
+                return  # no cell in this session (or none to run: --collect-only): stay out of the way
             from bnconform.runners.engine.collector import Collector
 
             self.collector = Collector(self.config.stash[SETTINGS])
