@@ -65,8 +65,11 @@ def build_venv(wheel: Path, extras: str = "[torch]") -> Callable[[Path], None]:
 
     def build(env_dir: Path) -> None:
         venv.create(env_dir, with_pip=True)
+        # In the user's environment: a PYTHONPATH naming this checkout (the CLI adds the current directory
+        # to it for `--backend pkg.module:attr`, and tests call the CLI in-process) shows pip the checkout's
+        # bnconform.egg-info, and pip then takes bnconform for installed and installs only its dependencies.
         proc = subprocess.run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{wheel}{extras}"],
-                              capture_output=True, text=True, timeout=1800)
+                              capture_output=True, text=True, timeout=1800, env=user_env(env_dir / "bin"))
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert_installed(env_dir / "bin")
 
@@ -74,13 +77,15 @@ def build_venv(wheel: Path, extras: str = "[torch]") -> Callable[[Path], None]:
 
 
 def assert_installed(bin_dir: Path) -> None:
-    """The venv has bnconform importable (a CI run once found it gone from the shared venv while
-    pytest, a dependency, was there: this names what the venv held instead of failing later)."""
-    proc = subprocess.run([str(bin_dir / "python"), "-c", "import bnconform"], capture_output=True, text=True,
-                          timeout=120, cwd=bin_dir)
+    """The venv has bnconform importable from its own site-packages (a CI run once found it missing
+    from the shared venv while pytest, a dependency, was there: pip had seen this checkout through a
+    leaked PYTHONPATH and taken bnconform for installed; this names what the venv held instead)."""
+    own = "import bnconform, sys; assert bnconform.__file__.startswith(sys.prefix), bnconform.__file__"
+    proc = subprocess.run([str(bin_dir / "python"), "-c", own], capture_output=True, text=True, timeout=120, cwd=bin_dir,
+                          env=user_env(bin_dir))
     if proc.returncode != 0:
         listing = subprocess.run([str(bin_dir / "python"), "-m", "pip", "list"], capture_output=True, text=True,
-                                 timeout=120)
+                                 timeout=120, env=user_env(bin_dir))
         raise AssertionError(f"bnconform is not importable in {bin_dir.parent}: {proc.stderr[-1000:]}\n"
                              f"pip list:\n{listing.stdout}")
 
