@@ -105,9 +105,9 @@ def measure(quick: bool, runs: int) -> tuple[list[Figure], dict[str, float]]:
                 whole = _time(_bnconform(out, "run", *extra), 1)
                 figures.append(Figure(f"bnconform run{label}: whole default tier (1817 cases x 3)", whole, 1,
                                       "", None))
-            mutants = _time(_bnconform(out, "mutants"), 1, check=False)  # exit 1 would be a surviving mutant
-            figures.append(Figure("bnconform mutants (whole corpus)", mutants, 1, "under 60 s", mutants < 60,
-                                  f"{mutants / 60:.1f}x the target"))
+            mutants = _time(_bnconform(out, "mutants", *first18), 1, check=False)  # exit 1: a mutant survived
+            figures.append(Figure("bnconform mutants: whole corpus, first 18 families", mutants, 1, "under 60 s",
+                                  mutants < 60, f"{mutants / 60:.1f}x the target"))
     load["after"] = os.getloadavg()[0]
     return figures, load
 
