@@ -2,8 +2,9 @@
 
 A benchmark, not a test: it times whole commands as a user types them (fresh processes, from the
 repository root, reports to a temporary directory), takes the median of several runs for the
-short ones, and prints each figure with its ratio to torch's import time measured in the same
-run, against the target the light-and-fast work set. Run it on an idle machine:
+short ones (run in turn with what they are compared with), and prints each figure with its
+ratio to torch's import time measured in the same run, against the target the light-and-fast
+work set. Run it on an idle machine:
 
     python benchmarks/startup.py                 # everything (the matrix and mutants take minutes)
     python benchmarks/startup.py --quick         # start-up, one case, one family only
@@ -54,6 +55,16 @@ def _time(argv: list[str], runs: int, cwd: Path = ROOT, check: bool = True) -> f
     return statistics.median(times)
 
 
+def _interleaved(commands: list[list[str]], runs: int, cwd: Path = ROOT) -> list[float]:
+    """Median wall times of commands run in turn, round after round: a machine that slows down
+    or speeds up during the benchmark affects each of them alike (the ratios are what count)."""
+    times: list[list[float]] = [[] for _ in commands]
+    for _ in range(runs):
+        for i, argv in enumerate(commands):
+            times[i].append(_time(argv, 1, cwd=cwd))
+    return [statistics.median(t) for t in times]
+
+
 def _plugin_import_ms() -> float:
     """Cumulative import time of the pytest11 entry module, pytest itself already imported (as it
     is in every pytest session that loads the plugin), from `python -X importtime`."""
@@ -73,25 +84,26 @@ def _bnconform(out: Path, *args: str) -> list[str]:
 def measure(quick: bool, runs: int) -> tuple[list[Figure], dict[str, float]]:
     figures: list[Figure] = []
     load = {"before": os.getloadavg()[0]}
-    torch_s = _time([PY, "-c", "import torch"], runs)
-    figures.append(Figure('python -c "import torch"', torch_s, runs, "reference", None))
-
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        out = work / "reports"
+        one_case = _bnconform(out, "run", "--backend", "torch", "--case", "bessel/nc_golden")
+        torch_s, one = _interleaved([[PY, "-c", "import torch"], one_case], runs)
+        figures.append(Figure('python -c "import torch"', torch_s, runs, "reference", None))
+
         (work / "test_empty.py").write_text("def test_nothing():\n    pass\n", encoding="utf-8")
         session = [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_empty.py"]
-        with_s = _time(session, runs, cwd=work)
-        without_s = _time(session[:3] + ["-p", "no:bnconform"] + session[3:], runs, cwd=work)
+        # Under a second each, 5% of it is well inside one run's noise: five times the runs.
+        with_s, without_s = _interleaved([session, session[:3] + ["-p", "no:bnconform"] + session[3:]], 5 * runs,
+                                         cwd=work)
         ratio = with_s / without_s
-        figures.append(Figure("pytest session, one empty test, bnconform installed", with_s, runs,
+        figures.append(Figure("pytest session, one empty test, bnconform installed", with_s, 5 * runs,
                               "within 5% of the session without it", ratio <= 1.05,
                               f"{ratio:.3f}x the session without bnconform ({without_s:.2f} s)"))
         ms = _plugin_import_ms()
         figures.append(Figure("import of the pytest11 entry module (ms, -X importtime)", ms / 1000, 1, "under 50 ms",
                               ms < 50, f"{ms:.1f} ms"))
 
-        out = work / "reports"
-        one = _time(_bnconform(out, "run", "--backend", "torch", "--case", "bessel/nc_golden"), runs)
         figures.append(Figure("bnconform run --backend torch --case bessel/nc_golden", one, runs,
                               "within about 2 s of import torch", one - torch_s <= 2.0, f"+{one - torch_s:.2f} s"))
         family = _time(_bnconform(out, "run", "--backend", "torch", "--family", "bessel"), runs)

@@ -97,12 +97,17 @@ def _check_request(settings: Settings, command: str, in_process: bool) -> None:
         selected_cases,
         selected_columns,
     )
+    from bnconform.runners.engine.isolation import warm_up
     from bnconform.runners.reports import outdir
 
     try:
         columns = selected_columns(settings)
+        # The workers' server starts now, so that its imports (torch's seconds) overlap the spec
+        # loading below; ml_dtypes (a second more) only for a run of the whole library, whose
+        # bfloat16 cases reach every worker (a narrower one imports it where a case needs it).
+        warm_up(columns, bfloat16=not (settings.family or settings.case))
         cases = selected_cases(settings)
-        hosts = preflight(settings, columns, cases)  # starts the workers' server: its imports overlap the rest
+        hosts = preflight(settings, columns, cases)
         manifest.load(Path(p) for p in settings.manifest)
     except (SpecError, EmptySelection, UnknownBackend, manifest.ManifestError, BackendProblem) as exc:
         raise UsageProblem(str(exc)) from None
