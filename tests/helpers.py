@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,14 @@ def bnconform(*args: str, out: Path, timeout: int = 600) -> tuple[subprocess.Com
     )
     report = out / "conformance.json"
     return proc, json.loads(report.read_text()) if report.exists() else None
+
+
+def ctrl_c_reaches() -> None:
+    """preexec_fn for a process a test interrupts with SIGINT: the default disposition, as under a
+    terminal. A shell starting a job in the background (`make test &`, a CI runner's script without
+    job control) starts it with SIGINT ignored, every process below inherits that, and Python then
+    never raises KeyboardInterrupt: the run would rightly go on."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def write_spec(directory: Path, name: str, text: str) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, bnconform
+from tests.helpers import ROOT, bnconform, ctrl_c_reaches
 
 CASES = ("--case", "bessel/n*_golden")  # nc, ncl, nchw, ncdhw: one forward each
 N_CASES = 4
@@ -86,7 +86,7 @@ def test_backend_state_changes_do_not_reach_other_backends(tmp_path: Path) -> No
 
 def _run_in_background(out: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "bnconform", "run", "--out", str(out), *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=ctrl_c_reaches)
 
 
 def _wait_until(predicate, seconds: float) -> None:  # type: ignore[no-untyped-def]

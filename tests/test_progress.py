@@ -20,7 +20,7 @@ import pytest
 from rich.console import Console
 
 from bnconform.runners.reports.progress import PlainDisplay, RichDisplay, Tally, create, duration
-from tests.helpers import ROOT, bnconform
+from tests.helpers import ROOT, bnconform, ctrl_c_reaches
 
 LINE = re.compile(r"^bnconform: (\d+)/(\d+) cells \((\d+)%\), .* elapsed.*\| (.*)$", re.M)
 
@@ -140,7 +140,7 @@ def _in_terminal(args: list[str], interrupt_after: float | None = None) -> tuple
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     proc = subprocess.Popen([sys.executable, "-m", "bnconform", *args], cwd=ROOT, stdin=secondary, stdout=secondary,
                             stderr=secondary, env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"},
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=ctrl_c_reaches)
     os.close(secondary)
     output, began, shown, interrupted = b"", time.monotonic(), 0.0, False
     while True:
