@@ -112,12 +112,7 @@ def _check_request(settings: Settings, command: str, in_process: bool) -> None:
     except (SpecError, EmptySelection, UnknownBackend, manifest.ManifestError, BackendProblem) as exc:
         raise UsageProblem(str(exc)) from None
     try:  # only a run that can go ahead clears the older reports (a refused one leaves them be)
-        outdir.prepare(Path(settings.out), outdir.REPORT_FILES[command])
-        if settings.junit:
-            junit = Path(settings.junit).resolve()
-            if junit.parent == Path(settings.out).resolve() and junit.name in outdir.REPORT_FILES[command]:
-                raise outdir.OutDirError(f"--junit {settings.junit}: that is the run's own {junit.name} in --out")
-            outdir.prepare_file(junit, "--junit")
+        outdir.prepare_reports(Path(settings.out), command, Path(settings.junit) if settings.junit else None)
     except outdir.OutDirError as exc:
         hosts.close()
         raise UsageProblem(str(exc)) from None
@@ -129,11 +124,9 @@ def _check_request(settings: Settings, command: str, in_process: bool) -> None:
 
 def _needs_torch(command: str, why: str) -> None:
     """bench and fuzz measure against torch itself: without it they cannot say anything."""
-    import importlib.util
+    from bnconform.runners.backends import TORCH_MISSING, torch_installed
 
-    if importlib.util.find_spec("torch") is None:
-        from bnconform.runners.backends import TORCH_MISSING
-
+    if not torch_installed():
         raise UsageProblem(f"{command} {why}, and {TORCH_MISSING}")
 
 
@@ -345,11 +338,7 @@ def merge_reports(args: argparse.Namespace) -> int:
         raise UsageProblem(str(exc)) from None
     out, junit = Path(args.out), Path(args.junit).resolve() if args.junit else None
     try:
-        outdir.prepare(out, outdir.REPORT_FILES["merge"])
-        if junit is not None:
-            if junit.parent == out.resolve() and junit.name in outdir.REPORT_FILES["merge"]:
-                raise outdir.OutDirError(f"--junit {args.junit}: that is the merge's own {junit.name} in --out")
-            outdir.prepare_file(junit, "--junit")
+        outdir.prepare_reports(out, "merge", Path(args.junit) if args.junit else None)
         paths = write_all(report, out, html=args.html, junit=junit)
     except (outdir.OutDirError, OSError) as exc:
         raise UsageProblem(str(exc)) from None

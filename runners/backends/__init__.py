@@ -26,6 +26,11 @@ TORCH_RELEASE = "2.13.0"
 TORCH_MISSING = "torch is not installed (pip install 'bnconform[torch]' adds the torch columns)"
 
 
+def torch_installed() -> bool:
+    """Whether torch can be imported here, found without importing it (seconds)."""
+    return importlib.util.find_spec("torch") is not None
+
+
 def uses_torch(target: str) -> bool:
     """Whether a column's backend is built on torch (its worker needs torch imported)."""
     return target in ("torch", "torch-cuda") or target.startswith(("torch-module:", MUTANT_PREFIX, MUTANTS_MODULE + ":"))
@@ -220,7 +225,7 @@ def default_backends() -> list[str]:
     is (read from the driver, without importing torch: the run's controller never needs torch).
     Without torch the torch column stays, to read skipped with the reason."""
     names = ["torch", "numpy", "cffi"]
-    if importlib.util.find_spec("torch") is not None and _nvidia_device():
+    if torch_installed() and _nvidia_device():
         names.insert(1, "torch-cuda")
     return names
 

@@ -14,10 +14,10 @@ from typing import Any, Optional, Sequence
 import pytest
 
 from bnconform.cases.loader import spec_files
-from bnconform.runners.backends import UnknownBackend, columns, default_backends, torch_release_warning, uses_torch
+from bnconform.runners.backends import UnknownBackend, torch_release_warning, uses_torch
 from bnconform.runners.engine import manifest, shards
 from bnconform.runners.engine.cellids import parse_nodeid
-from bnconform.runners.engine.cells import spec_dirs
+from bnconform.runners.engine.cells import EmptySelection, selected_columns, spec_dirs
 from bnconform.runners.engine.options import Settings
 from bnconform.runners.reports import outdir
 from bnconform.runners.reports.matrix import write_all
@@ -121,7 +121,8 @@ class Collector:
         self.warnings = self._stale_entries(results, interrupted) + [
             f"backend {b.name} did not run: unavailable here ({b.unavailable}); its "
             f"{sum(r.backend == b.name for r in results)} cells are skipped" for b in backends if b.unavailable]
-        self.warnings += [w for b in backends if not b.unavailable and b.name in self._torch_columns()
+        torch_columns = self._torch_columns()
+        self.warnings += [w for b in backends if not b.unavailable and b.name in torch_columns
                           and (w := torch_release_warning(b.name, b.version)) is not None]
         try:
             files = spec_files(spec_dirs(self.settings))
@@ -147,7 +148,8 @@ class Collector:
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
     def _torch_columns(self) -> set[str]:
+        """The run's columns built on torch (those whose torch release is worth a warning)."""
         try:
-            return {c.name for c in columns(self.settings.backend or default_backends()) if uses_torch(c.target)}
-        except UnknownBackend:
+            return {c.name for c in selected_columns(self.settings) if uses_torch(c.target)}
+        except (UnknownBackend, EmptySelection):  # refused before any case ran; never lose the report here
             return set()

@@ -10,7 +10,6 @@ as it would drive the backend itself. A segfault, `os._exit`, `SystemExit`, a
 """
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
 import os
 import signal
@@ -20,7 +19,7 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, Optional, Sequence
 
-from bnconform.runners.backends import Column, uses_torch
+from bnconform.runners.backends import Column, torch_installed, uses_torch
 from bnconform.runners.backends.protocol import Capabilities, Conventions, ModuleConfig
 from bnconform.runners.engine import host, transport
 from bnconform.runners.engine.contract import ContractViolation
@@ -111,7 +110,7 @@ def warm_up(columns: Sequence[Column], bfloat16: bool = False) -> None:
     starts with them. Only the built-in torch is preloaded: a plugin's module is imported in its
     own worker, where whatever its import does costs its own cells."""
     wants_torch = any(uses_torch(c.target) for c in columns if not c.problem)
-    preload = ["torch"] if wants_torch and importlib.util.find_spec("torch") is not None else []
+    preload = ["torch"] if wants_torch and torch_installed() else []
     ctx = _context(preload + (["ml_dtypes"] if bfloat16 else []))
     if ctx.get_start_method() == "forkserver":
         from multiprocessing import forkserver

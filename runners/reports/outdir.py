@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 # Every file a command may write into --out; each run removes the ones it will write.
 REPORT_FILES = {
@@ -46,3 +47,16 @@ def prepare_file(path: Path, option: str) -> Path:
         raise OutDirError(f"{option} {path}: is a directory")
     prepare(path.parent, (path.name,), option=f"{option} {path}: directory")
     return path
+
+
+def prepare_reports(out: Path, command: str, junit: Optional[Path] = None) -> Path:
+    """--out, and --junit where given, for the report files of `command` (run, check, merge...):
+    a --junit naming one of the command's own files in --out is refused, as it would be overwritten."""
+    prepare(out, REPORT_FILES[command])
+    if junit is not None:
+        target = junit.resolve()
+        if target.parent == out.resolve() and target.name in REPORT_FILES[command]:
+            whose = "merge" if command == "merge" else "run"
+            raise OutDirError(f"--junit {junit}: that is the {whose}'s own {target.name} in --out")
+        prepare_file(target, "--junit")
+    return out
