@@ -248,6 +248,34 @@ class AllocatesPerCall(NumpyBackend):
         return module
 
 
+class CountsForwards(NumpyBackend):
+    """Not broken: the NumPy backend that counts its modules' forwards in counters(), as a compiler
+    column counts its graphs (the engine reports each cell's difference, summed per column)."""
+
+    forwards = 0
+
+    def create(self, config: ModuleConfig) -> KernelModule:
+        module = super().create(config)
+        forward = module.forward
+
+        def counting_forward(x: np.ndarray) -> np.ndarray:
+            type(self).forwards += 1
+            return forward(x)
+
+        module.forward = counting_forward  # type: ignore[method-assign]
+        return module
+
+    def counters(self) -> dict[str, int]:
+        return {"forwards": type(self).forwards, "never": 0}
+
+
+class BadCounters(NumpyBackend):
+    """counters() that breaks the protocol (a negative count): ignored, its cells still judged."""
+
+    def counters(self) -> dict[str, int]:
+        return {"forwards": -1}
+
+
 segfault = Segfault()
 noisy_then_segfault = NoisyThenSegfault()
 exit_zero = ExitZero()
@@ -425,3 +453,5 @@ class FlakyOnce(OrderDependent):
 _BUILT_3D = False
 order_dependent = OrderDependent(name="order-dependent")
 flaky_once = FlakyOnce(name="flaky-once")
+counts_forwards = CountsForwards()
+bad_counters = BadCounters()

@@ -7,6 +7,7 @@ deviation manifests, and returns the one result model (runners/reports/results.p
 """
 from __future__ import annotations
 
+import collections
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,7 @@ class Cells:
         self.hosts = preflight(settings, self.columns, self.cases)
         self.shipped: dict[str, list[manifest.Entry] | str] = {}  # a column's own manifest, or why it failed to load
         self.fresh = {c.name for c in self.columns if {"all", c.name} & set(settings.fresh_worker)}
+        self.counted: dict[str, collections.Counter[str]] = {}  # a counting column's totals after its last cell
 
     def all(self) -> list[Cell]:
         return [Cell(case, column) for case in self.cases for column in self.columns]
@@ -223,8 +225,11 @@ class Cells:
             given_as = column.name if column.name == column.target else f"{column.name}={column.target}"
             result = run_case(case, backend, name, given_as)
             outcome, message, diagnosis = result.outcome, result.message, result.diagnosis
-            if outcome in FAILING and before and not self.settings.no_rerun_alone:  # does it fail alone?
-                message, culprits = self._alone(cell, backend, before, message, given_as)
+            if outcome in FAILING and not self.settings.no_rerun_alone:  # does it fail alone?
+                if before:
+                    message, culprits = self._alone(cell, backend, before, message, given_as)
+                else:
+                    message = f"{message.rstrip()}\n{order.RAN_FIRST}"
             base = backend.conventions.deviations() if backend.conventions else frozenset()
             outcome, message = self._expected(case, backend, name, outcome, message, diagnosis,
                                               self.entries + shipped, base)
@@ -232,7 +237,17 @@ class Cells:
                            backend.conventions.describe() if backend.conventions else None, backend.manifest)
         return CaseResult(spec=case.id, family=case.family, backend=name, outcome=outcome, message=message,
                           duration=round(time.perf_counter() - start, 6), tolerance=tolerance_label(case),
-                          diagnosis=list(diagnosis), order_dependent=culprits), info
+                          diagnosis=list(diagnosis), order_dependent=culprits, counters=self._counted(name, backend)), info
+
+    def _counted(self, name: str, backend: RemoteBackend) -> dict[str, int]:
+        """What a counting backend (its optional counters(): graphs compiled...) counted during this
+        cell, its reruns alone included: the difference of its column's totals."""
+        total = backend.counters()
+        if not total:
+            return {}
+        before = self.counted.get(name, collections.Counter())
+        self.counted[name] = total
+        return {k: v for k, v in (total - before).items() if v}
 
     def _alone(self, cell: Cell, backend: RemoteBackend, before: list[Case], message: str,
                given_as: str) -> tuple[str, list[str]]:
@@ -250,7 +265,7 @@ class Cells:
         finding = order.investigate(before, fails)
         if finding is None:  # it failed alone, in the fresh worker its rerun left: later cells go on there
             backend.begin_cell(cell.case)
-            return message, []
+            return f"{message.rstrip()}\n{order.ALONE_TOO}", []
         backend.restart()  # later cells (and the manifest's own rerun) get a clean worker
         backend.begin_cell(cell.case)
         named = order.Finding(tuple(c.id for c in finding.history), tuple(c.id for c in finding.culprits),

@@ -65,6 +65,7 @@ def describe(backend: Any) -> dict[str, Any]:
         info["conventions"] = dataclasses.asdict(conventions)
     manifest = getattr(backend, "manifest", None)
     info["manifest"] = None if manifest is None else str(manifest)
+    info["counts"] = callable(getattr(backend, "counters", None))
     check = getattr(backend, "available", None)
     if callable(check):
         try:
@@ -75,6 +76,15 @@ def describe(backend: Any) -> dict[str, Any]:
     if info["broken"] is None and info["unavailable"] is None:
         info["broken"], info["unavailable"] = _creates_a_module(backend, info["provides"])
     return info
+
+
+def _counters(backend: Any) -> dict[str, int]:
+    """The backend's own running totals (`counters()`, optional: e.g. graphs compiled), checked."""
+    counts = backend.counters()
+    if not isinstance(counts, dict) or not all(isinstance(k, str) and type(v) is int and v >= 0
+                                               for k, v in counts.items()):
+        raise contract.ContractViolation(f"counters() must return a dict of names to counts (int >= 0), got {counts!r:.80}")
+    return counts
 
 
 def _declaration_problem(provides: list[str]) -> Optional[str]:
@@ -173,6 +183,8 @@ def serve(conn: Connection, target: str, log_path: str) -> None:
         try:
             if op == "probe":
                 value = info
+            elif op == "counters":
+                value = _counters(backend)
             elif op == "create":
                 if message[2]:
                     modules.clear()  # a new cell: the previous cell's modules are done

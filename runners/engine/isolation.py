@@ -10,6 +10,7 @@ as it would drive the backend itself. A segfault, `os._exit`, `SystemExit`, a
 """
 from __future__ import annotations
 
+import collections
 import multiprocessing
 import os
 import signal
@@ -143,6 +144,7 @@ class Host:
         self.fresh_cell = True
         self.label: Any = None  # what the current cell is (its case), for `history`
         self.history: list[Any] = []  # the cells that reached this worker process, in order
+        self.retired: collections.Counter[str] = collections.Counter()  # counters() of workers restarted on request
         self.process: Optional[Any] = None
         self.conn: Optional[Connection] = None
         fd, self.log_path = tempfile.mkstemp(prefix="bnconform-worker-", suffix=".log")
@@ -185,7 +187,20 @@ class Host:
     def restart(self) -> None:
         """A fresh worker for what comes next (started on the next request): nothing the earlier
         cells did to the backend's process state is left."""
+        if self.process is not None and self.info.get("counts"):
+            self.retired = self.counters()
         self._discard()
+
+    def counters(self) -> collections.Counter[str]:
+        """The backend's counters() summed over this column's workers (those restarted on request
+        included; a crashed worker's are lost with it)."""
+        total = collections.Counter(self.retired)
+        if self.process is not None and self.info.get("counts"):
+            try:
+                total.update(self._request(("counters",), limit=self.timeout, cell=False))
+            except (WorkerCrashed, WorkerTimedOut, BackendRaised, BackendBroken, ContractViolation):
+                pass
+        return total
 
     def close(self) -> None:
         self._discard()
@@ -331,6 +346,10 @@ class RemoteBackend:
     def history(self) -> list[Any]:
         """The cells (their labels) that reached the current worker process, in order."""
         return list(self.host.history) if self.host is not None else []
+
+    def counters(self) -> collections.Counter[str]:
+        """What the backend counted (its optional counters()) over all of this column's workers."""
+        return self.host.counters() if self.host is not None else collections.Counter()
 
     def restart(self) -> None:
         if self.host is not None:

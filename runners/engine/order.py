@@ -16,6 +16,9 @@ from typing import Callable, Generic, Optional, Sequence, TypeVar
 
 T = TypeVar("T")
 NOTE = "order-dependent"  # how the first line of such a cell's message starts
+# The last line of every other failure's message, when failures are rerun alone: its failure is its own.
+ALONE_TOO = "not order-dependent: it fails alone in a fresh worker too"
+RAN_FIRST = "not order-dependent: it was the first cell of its worker"
 
 
 def trial_bound(history: int) -> int:

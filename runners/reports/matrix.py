@@ -148,6 +148,19 @@ def _merged(meta: dict) -> list[str]:
     return lines + [""]
 
 
+def _counted(report: RunReport) -> list[str]:
+    """`backend: 123 graphs compiled` for each backend that counts (its counters())."""
+    return [f"{b}: " + ", ".join(f"{n} {key}" for key, n in counts.items()) for b, counts in report.counted().items()]
+
+
+def _counted_part(report: RunReport) -> list[str]:
+    counted = _counted(report)
+    if not counted:
+        return []
+    return (["What the backends counted during their cells (their `counters()`, summed over the cells; each cell's "
+             "own in conformance.json `counters`):", ""] + [f"- {line}" for line in counted] + [""])
+
+
 def markdown(report: RunReport) -> str:
     backends = report.backend_names()
     meta = report.metadata
@@ -186,6 +199,7 @@ def markdown(report: RunReport) -> str:
             row.append(f"{c['passed']}/{c['failed']}/{c['skipped']}{extra}")
         rows.append(row)
     lines += [tabulate(rows, headers=header, tablefmt="github"), ""]
+    lines += _counted_part(report)
 
     family_sizes = {fam: len({r.spec for r in report.results if r.family == fam}) for fam in report.families()}
     lines += _causes_part(report, family_sizes)
@@ -222,6 +236,7 @@ def terminal_summary(report: RunReport) -> str:
         f"bnconform: {_plural(cases, 'case')} x {_plural(len(report.backend_names()), 'backend')}, "
         f"{report.wall_time_s:.1f} s -> {verdict}\n"
         + tabulate(rows, headers=["backend"] + list(OUTCOMES), tablefmt="simple")
+        + "".join(f"\n{line}" for line in _counted(report))
         + _terminal_causes(report)
     )
 

@@ -23,6 +23,9 @@ class CaseResult:
     # A failure that passes alone in a fresh worker: the earlier cells of its worker that still make it
     # fail (runners/engine/order.py), in order; empty for every other cell (and in older reports).
     order_dependent: list[str] = field(default_factory=list)
+    # What the backend counted during this cell (its optional counters(), e.g. a compiler column's
+    # "graphs compiled"), summed per column by the report; empty for backends that count nothing.
+    counters: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,6 +58,15 @@ class RunReport:
         names = [b.name for b in self.backends]
         names += [r.backend for r in self.results if r.backend not in names]
         return list(dict.fromkeys(names))
+
+    def counted(self) -> dict[str, dict[str, int]]:
+        """Per backend, what it counted over its cells (CaseResult.counters summed), where it counts."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self.results:
+            for key, n in r.counters.items():
+                out.setdefault(r.backend, {}).setdefault(key, 0)
+                out[r.backend][key] += n
+        return out
 
     def counts(self, backend: str | None = None, family: str | None = None) -> dict[str, int]:
         out = {o: 0 for o in OUTCOMES}
