@@ -33,7 +33,8 @@ def torch_installed() -> bool:
 
 def uses_torch(target: str) -> bool:
     """Whether a column's backend is built on torch (its worker needs torch imported)."""
-    return target in ("torch", "torch-cuda") or target.startswith(("torch-module:", MUTANT_PREFIX, MUTANTS_MODULE + ":"))
+    return (target in ("torch", "torch-cuda") or target in COMPILERS
+            or target.startswith(("torch-module:", MUTANT_PREFIX, MUTANTS_MODULE + ":")))
 
 
 def torch_release_warning(column: str, version: str) -> Optional[str]:
@@ -95,6 +96,22 @@ FRAMEWORKS: dict[str, Callable[[], Backend]] = {
 }
 
 
+def _compiled(mode: str) -> Callable[[], Backend]:
+    def make() -> Backend:
+        from bnconform.runners.backends.torch_compilers import compiled_backend
+
+        return compiled_backend(mode)
+
+    return make
+
+
+# nn.BatchNorm through torch's compilers (runners/backends/torch_compilers.py): run when named.
+COMPILERS: dict[str, Callable[[], Backend]] = {
+    name: _compiled(name)
+    for name in ("torch-compile", "torch-compile-fullgraph", "torch-compile-aot", "torch-export", "torchscript")
+}
+
+
 class UnknownBackend(Exception):
     """A --backend value that names nothing (a usage error)."""
 
@@ -140,7 +157,7 @@ def check_column_name(name: str) -> None:
 
 def check_name(target: str) -> None:
     """Raise UnknownBackend for a name that cannot mean anything, without importing it."""
-    if target in BUILTIN or target in FRAMEWORKS or target.startswith("torch-module:"):
+    if target in BUILTIN or target in FRAMEWORKS or target in COMPILERS or target.startswith("torch-module:"):
         return
     if target.startswith(MUTANT_PREFIX):
         from bnconform.runners.backends.mutants import MUTANTS
@@ -157,6 +174,7 @@ def check_name(target: str) -> None:
     if target not in registered:
         raise UnknownBackend(
             f"unknown backend {target!r}; built-in: {', '.join(BUILTIN)}; frameworks: {', '.join(FRAMEWORKS)}; "
+            f"torch compilers: {', '.join(COMPILERS)}; "
             f"plugins: {', '.join(registered) or 'none'}; or give package.module:attr, "
             "torch-module:package.module:factory or mutant:NAME")
 
@@ -188,8 +206,8 @@ def columns(names: list[str]) -> list[Column]:
 def load(target: str) -> Backend:
     """Import and build the backend a (checked) name stands for. Raises BackendLoadError."""
     try:
-        if target in BUILTIN or target in FRAMEWORKS:
-            return {**BUILTIN, **FRAMEWORKS}[target]()
+        if target in BUILTIN or target in FRAMEWORKS or target in COMPILERS:
+            return {**BUILTIN, **FRAMEWORKS, **COMPILERS}[target]()
         if target.startswith("torch-module:"):
             from bnconform.runners.backends.torch_module import TorchModuleBackend
 

@@ -184,6 +184,11 @@ class TorchModule:
     def _numpy(t: Any) -> Optional[Array]:
         return to_numpy(t)
 
+    def _call(self, x: Any) -> Any:
+        """The module applied to a tensor: every forward goes through here (a compiler column
+        replaces it with the compiled module: runners/backends/torch_compilers.py)."""
+        return self.m(x)
+
     @_checked
     def train(self) -> None:
         self.m.train()
@@ -207,7 +212,7 @@ class TorchModule:
     @_checked
     def forward(self, x: Array) -> Array:
         self._x = self.handed.hand("input tensor", "forward", self._tensor(x).requires_grad_(True))
-        self._y = self.m(self._x)
+        self._y = self._call(self._x)
         return cast(Array, self._numpy(self._y))  # the module's output tensor
 
     @_checked
@@ -215,7 +220,7 @@ class TorchModule:
         context = self.torch.no_grad() if mode == "no_grad" else self.torch.inference_mode()
         with context:
             self._x = self.handed.hand("input tensor", "forward_with_grad_mode", self._tensor(x))
-            self._y = self.m(self._x)
+            self._y = self._call(self._x)
             return cast(Array, self._numpy(self._y))
 
     @_checked
@@ -223,7 +228,7 @@ class TorchModule:
         """torch's semantics of a sharded batch: BatchNorm over the concatenation."""
         x = self.handed.hand(f"input tensor (its {len(shards)} shards concatenated)", "forward_shards",
                              self.torch.cat([self._tensor(s) for s in shards]))
-        y = self.m(x)
+        y = self._call(x)
         self._y = None
         return [cast(Array, self._numpy(part)) for part in self.torch.split(y, [s.shape[0] for s in shards])]
 
