@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import pytest
 
-from bnconform.runners.engine.order import investigate, trial_bound
+from bnconform.runners.engine.order import ALONE_TOO, investigate, trial_bound
 from tests.helpers import bnconform, write_spec
 
 BACKEND = "tests.broken_backends:order_dependent"
@@ -226,3 +226,20 @@ def test_search_says_when_its_bound_stopped_it() -> None:
     history = [f"c{i}" for i in range(8)]
     found = _search(history, lambda p: {"c0", "c3"} <= set(p), bound=6)
     assert found == (tuple(history), 6, True)  # alone, 3 tails, the whole history, c0 alone: stopped
+
+
+def test_after_a_failure_of_its_own_later_cells_go_on_in_the_columns_worker(specs: Path, tmp_path: Path,
+                                                                            log: Path) -> None:
+    """own_bug is rerun alone in a second worker of the column; the column's own worker, with the
+    3-d case it ran, goes on, so the victim after it still fails there (order-dependent), as it
+    would in one process of the user's: a compiler column keeps its warm cache the same way."""
+    proc, report = bnconform("--backend", BACKEND, "--specs", str(specs), "--keep-order", "--case", CULPRIT,
+                             "--case", "orderdep/own_bug", "--case", VICTIM, out=tmp_path / "out")
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    cells = _cells(report)
+    assert cells["orderdep/own_bug"]["message"].splitlines()[-1] == ALONE_TOO
+    assert cells[VICTIM]["order_dependent"] == [CULPRIT]
+    forwards = _forwards(log)
+    assert forwards[0][1] == 3 and forwards[1][2] == 3  # the culprit, then own_bug, in the column's worker
+    assert forwards[2][2] == 3 and forwards[2][0] != forwards[0][0]  # own_bug alone, in another worker
+    assert forwards[3][1] == 1 and forwards[3][0] == forwards[0][0]  # the victim, back in the column's worker

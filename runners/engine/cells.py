@@ -19,7 +19,7 @@ from bnconform.runners.backends import Column, columns, default_backends
 from bnconform.runners.engine import manifest, order, shards
 from bnconform.runners.engine.cellids import cell_id
 from bnconform.runners.engine.execute import exercises, reproduce_command, run_case, still_fails, tolerance_label
-from bnconform.runners.engine.isolation import Hosts, RemoteBackend, warm_up
+from bnconform.runners.engine.isolation import HostError, Hosts, RemoteBackend, warm_up
 from bnconform.runners.engine.options import Settings
 from bnconform.runners.reports.results import FAILING, BackendInfo, CaseResult
 
@@ -252,19 +252,29 @@ class Cells:
     def _alone(self, cell: Cell, backend: RemoteBackend, before: list[Case], message: str,
                given_as: str) -> tuple[str, list[str]]:
         """Rerun a failed cell alone in a fresh worker; if it passes there, bisect the cells its
-        worker ran before it (order.py). The message retold, and the prefix that makes it fail."""
+        worker ran before it (order.py). The message retold, and the prefix that makes it fail.
+
+        The trials run in a second worker of the column (Hosts.trial), so that the column's own
+        worker keeps what its cells built (a compiler column's cache) when the failure is its own."""
+        try:
+            trial = self.hosts.trial(cell.column)
+        except HostError as exc:  # its worker would not even start: no trial, the failure as it is
+            return f"{message.rstrip()}\ncould not rerun it alone: {exc.at('loading the backend')}", []
 
         def fails(prefix: Sequence[Case]) -> bool:
-            backend.restart()
+            trial.restart()
             for earlier in prefix:  # their outcomes do not matter, only what they leave behind
-                backend.begin_cell(earlier)
-                run_case(earlier, backend, cell.column.name, diagnose_failures=False)
-            backend.begin_cell(cell.case)  # whether it fails is all a trial asks: no diagnosis
-            return run_case(cell.case, backend, cell.column.name, diagnose_failures=False).outcome in FAILING
+                trial.begin_cell(earlier)
+                run_case(earlier, trial, cell.column.name, diagnose_failures=False)
+            trial.begin_cell(cell.case)  # whether it fails is all a trial asks: no diagnosis
+            return run_case(cell.case, trial, cell.column.name, diagnose_failures=False).outcome in FAILING
 
-        finding = order.investigate(before, fails)
-        if finding is None:  # it failed alone, in the fresh worker its rerun left: later cells go on there
-            backend.begin_cell(cell.case)
+        try:
+            finding = order.investigate(before, fails)
+        finally:
+            trial.close()
+        backend.begin_cell(cell.case)
+        if finding is None:  # it failed alone: later cells go on in the column's worker
             return f"{message.rstrip()}\n{order.ALONE_TOO}", []
         backend.restart()  # later cells (and the manifest's own rerun) get a clean worker
         backend.begin_cell(cell.case)

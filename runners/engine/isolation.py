@@ -320,11 +320,13 @@ class RemoteBackend:
     with the reason rather than being skipped.
     """
 
-    def __init__(self, column: Column, owner: Optional[Host], info: dict[str, Any], broken: Optional[str] = None) -> None:
+    def __init__(self, column: Column, owner: Optional[Host], info: dict[str, Any], broken: Optional[str] = None,
+                 absorbed_by: Optional[Host] = None) -> None:
         from bnconform.cases.requirements import FEATURES
 
         self.name = column.name
         self.host = owner
+        self.absorbed_by = absorbed_by  # a trial worker's: the column's host, which takes its counters
         self.broken = broken or info.get("broken")
         self._version = info.get("version", "unknown")
         self._unavailable = None if self.broken else info.get("unavailable")
@@ -351,6 +353,15 @@ class RemoteBackend:
         """What the backend counted (its optional counters()) over all of this column's workers."""
         return self.host.counters() if self.host is not None else collections.Counter()
 
+    def close(self) -> None:
+        """Stop a trial worker (Hosts.trial), its counters added to its column's."""
+        if self.host is None:
+            return
+        if self.absorbed_by is not None:
+            self.absorbed_by.retired.update(self.host.counters())
+        self.host.close()
+        self.host = None
+
     def restart(self) -> None:
         if self.host is not None:
             self.host.restart()
@@ -373,6 +384,14 @@ class Hosts:
         if column.name not in self.backends:
             self.backends[column.name] = self._start(column)
         return self.backends[column.name]
+
+    def trial(self, column: Column) -> RemoteBackend:
+        """A second worker of a running column, for reruns alone (runners/engine/order.py): the
+        column's own worker, and what its earlier cells left in it (a warm compile cache), stays.
+        The caller closes it (`RemoteBackend.close`), which adds its counters to the column's."""
+        main = self.backends[column.name]
+        owner = Host(column, self.timeout)
+        return RemoteBackend(column, owner, owner.info, absorbed_by=main.host)
 
     def _start(self, column: Column) -> RemoteBackend:
         if column.problem:
