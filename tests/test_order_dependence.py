@@ -243,3 +243,24 @@ def test_after_a_failure_of_its_own_later_cells_go_on_in_the_columns_worker(spec
     assert forwards[0][1] == 3 and forwards[1][2] == 3  # the culprit, then own_bug, in the column's worker
     assert forwards[2][2] == 3 and forwards[2][0] != forwards[0][0]  # own_bug alone, in another worker
     assert forwards[3][1] == 1 and forwards[3][0] == forwards[0][0]  # the victim, back in the column's worker
+
+
+def test_a_manifest_entry_for_an_order_dependent_failure(specs: Path, tmp_path: Path, log: Path) -> None:
+    """`order_dependent: true` excuses the victim after its culprit (xfailed) and reads passed, not
+    xpassed, where the culprit did not run before it; it does not excuse a failure of its own."""
+    known = tmp_path / "known.yaml"
+    known.write_text(f'expected:\n  - case: "{VICTIM}"\n    order_dependent: true\n    message: "output differs"\n'
+                     '    reason: "off after a 3-d module in the same process"\n'
+                     '  - case: "orderdep/own_bug"\n    order_dependent: true\n    message: "output differs"\n'
+                     '    reason: "wrongly claimed to be order-dependent"\n')
+    common = ("--backend", BACKEND, "--specs", str(specs), "--manifest", str(known), "--strict")
+    proc, report = bnconform(*common, "--keep-order", "--case", CULPRIT, "--case", VICTIM, out=tmp_path / "after")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert _cells(report)[VICTIM]["outcome"] == "xfailed"
+    proc, report = bnconform(*common, "--case", VICTIM, out=tmp_path / "alone")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert _cells(report)[VICTIM]["outcome"] == "passed"
+    proc, report = bnconform(*common, "--case", "orderdep/own_bug", out=tmp_path / "own")
+    own = _cells(report)["orderdep/own_bug"]
+    assert proc.returncode == 1 and own["outcome"] == "failed", own
+    assert "not the failure the manifest expects here" in own["message"] and "order-dependent" in own["message"]

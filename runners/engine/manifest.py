@@ -21,6 +21,14 @@ under --strict). An entry that matches no selected cell warns.
         outcome: error
         message: "could not build the module"
         reason: "no state_dict yet"
+      - case: "errors/channel_mismatch*"
+        order_dependent: true                   # fails only after certain cells (below)
+        message: "message differs"
+        reason: "a compile cache left by an earlier case changes the message"
+
+`order_dependent: true` expects an order-dependent failure (runners/engine/order.py: the cell
+passes alone and fails after certain cells of its worker): only such a failure matches, and a
+pass reads passed, not xpassed, since another order, shard or -n leaves the causing cells out.
 """
 from __future__ import annotations
 
@@ -34,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bnconform.cases.deviations import DEVIATIONS
 from bnconform.cases.loader import SpecError, read_yaml
 from bnconform.cases.model import id_matches
+from bnconform.runners.engine.order import NOTE
 
 
 class ManifestError(Exception):
@@ -47,6 +56,7 @@ class _Entry(BaseModel):
     diagnosis: Optional[str] = None
     message: Optional[str] = Field(None, min_length=1)
     outcome: Optional[Literal["error"]] = None
+    order_dependent: bool = False
     link: Optional[str] = None
 
     @field_validator("diagnosis")
@@ -91,6 +101,7 @@ class Entry:
     message: Optional[str] = None
     outcome: Optional[str] = None  # None: a failure; "error": an error cell
     link: Optional[str] = None
+    order_dependent: bool = False  # only an order-dependent failure matches; a pass is no xpass
 
     def matches(self, case_id: str, backend_name: str) -> bool:
         """Whether the entry is about this cell (whatever the cell's result)."""
@@ -102,12 +113,15 @@ class Entry:
         which can rerun the case: Cells._expected)."""
         if outcome != (self.outcome or "failed"):
             return False
+        if self.order_dependent and not message.startswith(f"{NOTE}:"):
+            return False
         return self.message is None or re.search(self.message, message) is not None
 
     def expectation(self) -> str:
         parts = [f"outcome {self.outcome}"] if self.outcome == "error" else []
         parts += [f"diagnosis {self.diagnosis}"] if self.diagnosis else []
         parts += [f"message /{self.message}/"] if self.message is not None else []
+        parts += ["order-dependent"] if self.order_dependent else []
         return ", ".join(parts)
 
     def describe(self) -> str:
@@ -126,8 +140,8 @@ def load(paths: Iterable[Path]) -> list[Entry]:
             err = exc.errors()[0]
             key = ".".join(str(p) for p in err["loc"])
             raise ManifestError(f"{path}: {key}: {err['msg'].removeprefix('Value error, ')}") from None
-        entries += [Entry(path, data.backend, e.case, e.reason, e.diagnosis, e.message, e.outcome, e.link)
-                    for e in data.expected]
+        entries += [Entry(path, data.backend, e.case, e.reason, e.diagnosis, e.message, e.outcome, e.link,
+                          e.order_dependent) for e in data.expected]
     return entries
 
 
