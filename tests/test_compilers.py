@@ -3,7 +3,7 @@
 CI runs the documented subset (docs/frameworks.md, "torch's compilers"): four families on the
 three columns that compile in well under a second per graph (aot_eager, torch.export,
 TorchScript), among them a case of every finding but TorchScript's old state dicts, and on
-Inductor three cases (a pass and two findings); `tox -e compilers` runs the whole library.
+Inductor two cases (a pass and a finding); `tox -e compilers` runs the whole library.
 """
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ from tests.helpers import bnconform
 needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
 CHEAP = ("torch-compile-aot", "torch-export", "torchscript")
 CI_FAMILIES = ("bessel", "errors", "toggling", "state")
-INDUCTOR_CASES = ("bessel/nc_golden", "errors/one_value_training_golden",
-                  "precision/float32_into_16bit_module[dtype=float16,dim=1,training=True]")
+INDUCTOR_CASES = ("bessel/nc_golden", "errors/one_value_training_golden")
 COUNTED = {"torch-compile": "graphs compiled", "torch-compile-fullgraph": "graphs compiled",
            "torch-compile-aot": "graphs compiled", "torch-export": "exports", "torchscript": "scripted modules"}
 
@@ -104,7 +103,7 @@ def test_inductor_columns_pass_a_few_cases_and_count_their_graphs(tmp_path: Path
     assert proc.returncode == 0, proc.stdout[-3000:]
     for name in ("torch-compile", "torch-compile-fullgraph"):
         cells = _cells(report, name)
-        assert [c["outcome"] for c in cells] == ["passed", "xfailed", "xfailed"], name
+        assert [c["outcome"] for c in cells] == ["passed", "xfailed"], name
         assert cells[0]["counters"].get("graphs compiled", 0) >= 1, name
 
 
