@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from bnconform.runners.backends import COMPILERS
 from bnconform.runners.backends.protocol import BackendUnavailable, Capabilities, Conventions, ModuleConfig
 from bnconform.runners.backends.torch_backend import DTYPES, FEATURES, TorchModule
 
@@ -38,7 +39,7 @@ COMPILE_OPTIONS: dict[str, dict[str, Any]] = {
     "torch-compile-fullgraph": {"fullgraph": True},
     "torch-compile-aot": {"backend": "aot_eager"},
 }
-MODES = (*COMPILE_OPTIONS, "torch-export", "torchscript")
+MODES = tuple(COMPILERS)  # the column names, registered once in runners/backends/__init__.py
 BUILT = {"torch-export": 0, "torchscript": 0}  # programs this worker exported or scripted
 
 # What a column cannot express, each skipped with the reason (feature -> why not).

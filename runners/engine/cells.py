@@ -273,8 +273,8 @@ class Cells:
             finding = order.investigate(before, fails)
         finally:
             trial.close()
-        backend.begin_cell(cell.case)
         if finding is None:  # it failed alone: later cells go on in the column's worker
+            backend.begin_cell(cell.case)
             return f"{message.rstrip()}\n{order.ALONE_TOO}", []
         backend.restart()  # later cells (and the manifest's own rerun) get a clean worker
         backend.begin_cell(cell.case)

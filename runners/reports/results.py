@@ -1,6 +1,7 @@
 """The one result model every report writer reads: a run's metadata and its case x backend results."""
 from __future__ import annotations
 
+import collections
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,12 +62,11 @@ class RunReport:
 
     def counted(self) -> dict[str, dict[str, int]]:
         """Per backend, what it counted over its cells (CaseResult.counters summed), where it counts."""
-        out: dict[str, dict[str, int]] = {}
+        out: dict[str, collections.Counter[str]] = {}
         for r in self.results:
-            for key, n in r.counters.items():
-                out.setdefault(r.backend, {}).setdefault(key, 0)
-                out[r.backend][key] += n
-        return out
+            if r.counters:
+                out.setdefault(r.backend, collections.Counter()).update(r.counters)
+        return {backend: dict(counts) for backend, counts in out.items()}
 
     def counts(self, backend: str | None = None, family: str | None = None) -> dict[str, int]:
         out = {o: 0 for o in OUTCOMES}
