@@ -58,6 +58,43 @@ def test_no_cell_falls_back_to_eager_silently() -> None:
 
 
 @needs_torch
+def test_a_refused_input_leaves_later_forwards_compiled() -> None:
+    # Dynamo skips a frame for good once tracing it raised (pytorch/pytorch#132923); the column
+    # re-enables it, so the next module's forward runs a compiled graph, not eager.
+    import numpy as np
+
+    from bnconform import ModuleConfig
+    from bnconform.runners.backends import torch_compilers
+
+    backend = CompilerBackend("torch-compile-aot")
+    config = ModuleConfig.model_validate({"dim": 1, "num_features": 3})
+    with pytest.raises(ValueError, match="expected 2D or 3D input"):
+        backend.create(config).forward(np.ones(3, np.float32))
+    before = torch_compilers.GRAPH_RUNS[0]
+    backend.create(config).forward(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32))
+    assert torch_compilers.GRAPH_RUNS[0] == before + 1
+
+
+@needs_torch
+def test_a_forward_that_ran_no_compiled_graph_is_an_error() -> None:
+    import numpy as np
+    from torch._dynamo.eval_frame import skip_code
+    from torch._dynamo.external_utils import wrap_inline
+
+    from bnconform import ModuleConfig
+    from bnconform.runners.backends import torch_compilers
+
+    backend = CompilerBackend("torch-compile-aot")
+    module = backend.create(ModuleConfig.model_validate({"dim": 1, "num_features": 3}))
+    skip_code(wrap_inline(lambda: None).__code__)  # what Dynamo does after a raising trace
+    try:
+        with pytest.raises(RuntimeError, match="this forward ran eager"):
+            module.forward(np.ones((4, 3), np.float32))
+    finally:
+        torch_compilers._reenable_skipped_frames()
+
+
+@needs_torch
 def test_ci_subset_passes_strict_and_counts_what_each_column_built(tmp_path: Path) -> None:
     names = [a for name in CHEAP for a in ("--backend", name)]
     families = [a for family in CI_FAMILIES for a in ("--family", family)]

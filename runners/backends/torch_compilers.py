@@ -17,7 +17,12 @@ Compile reuse (what makes the library affordable): Dynamo caches compiled code o
 forward, shared by every module of a worker, and reuses it for a later module only where every
 guard holds (shapes, dtypes, strides, flags, momentum, eps): sound by construction, and what a
 user's process does too. Recompilation limits are raised so that no cell silently falls back
-to eager, and hitting one is an error. Inductor's on-disk caches (FX graph and AOTAutograd)
+to eager, and hitting one is an error. Dynamo also skips a frame for good once tracing it
+raised (pytorch/pytorch#132923): the frame is the wrapper shared by every compiled module, so one
+refused input would make every later forward of the worker run eager. After a forward raises,
+the column re-enables the frames Dynamo may have skipped (that wrapper and the resume functions
+of graph breaks), keeping the compiled code; and every forward that returns without having run
+a compiled graph is an error, never a silent pass. Inductor's on-disk caches (FX graph and AOTAutograd)
 stay on: a rerun is then mostly cache hits. A column keeps one worker across cells like any
 other, so an order-dependent failure is found by the engine's rerun-alone check.
 `counters()` says how many graphs each worker compiled (the report sums them per column).
@@ -41,12 +46,18 @@ COMPILE_OPTIONS: dict[str, dict[str, Any]] = {
 }
 MODES = tuple(COMPILERS)  # the column names, registered once in runners/backends/__init__.py
 BUILT = {"torch-export": 0, "torchscript": 0}  # programs this worker exported or scripted
+GRAPH_RUNS = [0]  # compiled graphs this worker ran: a forward that ran none ran eager
+COUNTED: dict[str, Any] = {}  # backend name -> the counting compiler built from it
+
+EAGER_MOMENTUM_NONE = ("with graph breaks allowed, Dynamo breaks the graph at momentum=None's "
+                       "float(num_batches_tracked) inside the module and runs the whole forward eager: "
+                       "there is no compiled code to test (fullgraph=True refuses it instead)")
 
 # What a column cannot express, each skipped with the reason (feature -> why not).
 NOT_EXPRESSED: dict[str, dict[str, str]] = {
-    "torch-compile": {},
+    "torch-compile": {"momentum_none": EAGER_MOMENTUM_NONE},
     "torch-compile-fullgraph": {},
-    "torch-compile-aot": {},
+    "torch-compile-aot": {"momentum_none": EAGER_MOMENTUM_NONE},
     "torch-export": {
         "momentum_none": "torch.export cannot trace momentum=None: its factor 1 / num_batches_tracked is a Python "
                          "float read from a tensor, data-dependent (GuardOnDataDependentSymNode)",
@@ -68,15 +79,66 @@ def _configure(torch: Any) -> None:
         config.fail_on_recompile_limit_hit = True
 
 
+def _counted(torch: Any, backend: str) -> Any:
+    """The column's compiler (torch.compile's own Inductor wrapper, or a registered backend by name)
+    with every compiled graph counting its runs in GRAPH_RUNS: one object per worker, since Dynamo
+    reuses compiled code only for the same backend object."""
+    if backend not in COUNTED:
+        COUNTED[backend] = _counting(torch, backend)
+    return COUNTED[backend]
+
+
+def _counting(torch: Any, backend: str) -> Any:
+    from torch._dynamo.backends.registry import lookup_backend
+
+    inner = torch._TorchCompileInductorWrapper(None, None, None) if backend == "inductor" else lookup_backend(backend)
+
+    def compiler(gm: Any, example_inputs: Any) -> Any:
+        graph = inner(gm, example_inputs)
+
+        def run(*args: Any) -> Any:
+            GRAPH_RUNS[0] += 1
+            return graph(*args)
+
+        return run
+
+    return compiler
+
+
+def _reenable_skipped_frames() -> None:
+    """Undo the skip Dynamo puts on a frame whose tracing raised (pytorch/pytorch#132923): the
+    wrapper frame of every compiled module and the resume functions of graph breaks."""
+    from torch._dynamo.eval_frame import set_code_exec_strategy
+    from torch._dynamo.external_utils import wrap_inline
+    from torch._dynamo.resume_execution import ContinueExecutionCache
+    from torch._dynamo.types import FrameAction, FrameExecStrategy
+
+    codes = [wrap_inline(lambda: None).__code__]
+    codes += [code for resumes in list(ContinueExecutionCache.cache.values.values()) for code in resumes.values()]
+    for code in codes:
+        set_code_exec_strategy(code, FrameExecStrategy(FrameAction.DEFAULT, FrameAction.DEFAULT))
+
+
 class CompiledModule(TorchModule):
     """nn.BatchNorm whose forwards go through `torch.compile` with the column's options."""
 
     def __init__(self, config: ModuleConfig, options: dict[str, Any]) -> None:
         super().__init__(config, "cpu")
+        options = dict(options)
+        options["backend"] = _counted(self.torch, options.get("backend", "inductor"))
         self.compiled = self.torch.compile(self.m, **options)
 
     def _call(self, x: Any) -> Any:
-        return self.compiled(x)
+        before = GRAPH_RUNS[0]
+        try:
+            y = self.compiled(x)
+        except BaseException:
+            _reenable_skipped_frames()
+            raise
+        if GRAPH_RUNS[0] == before:
+            raise RuntimeError("this forward ran eager: torch.compile returned without running a compiled graph "
+                               "(Dynamo skipped the frame), so there is no compiled result to check")
+        return y
 
 
 class ExportedModule(TorchModule):
