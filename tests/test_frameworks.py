@@ -21,12 +21,14 @@ from tests.helpers import bnconform
 
 # The top-level packages each adapter needs (installed: the adapter must run, not skip).
 PACKAGES = {"onnxruntime": ["onnx", "onnxruntime"], "keras": ["keras"], "keras-tf": ["keras", "tensorflow"],
-            "flax": ["flax"], "tinygrad": ["tinygrad"], "paddle": ["paddle"], "tensorflow": ["tensorflow"]}
+            "flax": ["flax"], "tinygrad": ["tinygrad"], "paddle": ["paddle"], "tensorflow": ["tensorflow"],
+            "equinox": ["equinox", "jax"], "haiku": ["haiku", "jax"], "mlx": ["mlx"]}
 CASES = {c.id: c for c in load_cases([BUILTIN_SPECS])}
-# bessel/nc_golden: the biased-variance frameworks deviate by declaration; tinygrad and TensorFlow's
-# fused op use the unbiased variance, as torch does.
+# bessel/nc_golden: the biased-variance frameworks deviate by declaration; tinygrad, TensorFlow's
+# fused op and MLX use the unbiased variance, as torch does.
 EXPECTED = {"onnxruntime": "deviates", "keras": "deviates", "keras-tf": "deviates", "flax": "deviates",
-            "tinygrad": "passed", "paddle": "deviates", "tensorflow": "passed"}
+            "tinygrad": "passed", "paddle": "deviates", "tensorflow": "passed", "equinox": "deviates",
+            "haiku": "deviates", "mlx": "passed"}
 
 
 @pytest.fixture(scope="module")

@@ -93,6 +93,9 @@ FRAMEWORKS: dict[str, Callable[[], Backend]] = {
     "flax": _framework("flax_backend", "FlaxBackend"),
     "tinygrad": _framework("tinygrad_backend", "TinygradBackend"),
     "paddle": _framework("paddle_backend", "PaddleBackend"),
+    "equinox": _framework("equinox_backend", "EquinoxBackend"),
+    "haiku": _framework("haiku_backend", "HaikuBackend"),
+    "mlx": _framework("mlx_backend", "MlxBackend"),
 }
 
 

@@ -128,3 +128,66 @@ class FrameworkModule:
         if var is None:
             raise AttributeError(f"{name} is None")
         self._write(var, np.asarray(value, dtype=self.config.dtype).reshape(var.shape))
+
+
+class LayerModule(FrameworkModule):
+    """A framework module holding a layer object with train()/eval() of its own (Paddle, MLX):
+    the mode is set on both."""
+
+    layer: Any
+
+    def train(self) -> None:
+        super().train()
+        self.layer.train()
+
+    def eval(self) -> None:
+        super().eval()
+        self.layer.eval()
+
+
+def jax_and(module: str) -> tuple[Any, Any]:
+    """JAX with float64 on (jax_enable_x64: the float64 cases need it), and a JAX library imported
+    after that switch (its module object: Equinox and Haiku have no type stubs)."""
+    import importlib
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    return jax, importlib.import_module(module)
+
+
+class JaxGradients:
+    """backward and double_backward as `jax.vjp` of the last forward, for the JAX adapters
+    (Equinox, Haiku): a subclass gives `_function()`, the last forward as a function of
+    (x, weight, bias) from the state it started with, and its primals."""
+
+    jax: Any
+    dtype: np.dtype
+    config: Any
+
+    def _function(self) -> tuple[Callable, list]:
+        raise NotImplementedError
+
+    def backward(self, grad_output: np.ndarray) -> dict[str, Optional[np.ndarray]]:
+        f, primals = self._function()
+        _, vjp = self.jax.vjp(f, *primals)
+        grads = vjp(np.asarray(grad_output, self.dtype))
+        out = {"input": np.array(grads[0]), "weight": None, "bias": None}
+        if self.config.affine:
+            out["weight"], out["bias"] = np.array(grads[1]), np.array(grads[2])
+        return out
+
+    def double_backward(self, grad_output: np.ndarray, probe: np.ndarray) -> dict[str, Optional[np.ndarray]]:
+        """Gradients of sum(dx * probe), dx the input gradient for grad_output, w.r.t. x, weight, grad_output."""
+        f, primals = self._function()
+        jnp = self.jax.numpy
+        probe = jnp.asarray(probe, self.dtype)
+
+        def loss(dy: Any, *args: Any) -> Any:
+            _, vjp = self.jax.vjp(f, *args)
+            return jnp.sum(vjp(dy)[0] * probe)
+
+        grads = self.jax.grad(loss, argnums=tuple(range(len(primals) + 1)))(jnp.asarray(grad_output, self.dtype),
+                                                                             *primals)
+        return {"input": np.array(grads[1]), "output": np.array(grads[0]),
+                "weight": np.array(grads[2]) if self.config.affine else None}

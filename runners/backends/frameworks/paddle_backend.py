@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from bnconform.runners.backends.frameworks import FrameworkBackend, FrameworkModule
+from bnconform.runners.backends.frameworks import FrameworkBackend, LayerModule
 from bnconform.runners.backends.protocol import Capabilities, Conventions, ModuleConfig
 
 PROFILE = Conventions(momentum="decay", running_var="biased", default_eps=1e-5, one_value_raises=True,
@@ -50,7 +50,7 @@ def _paddle() -> Any:
     return paddle
 
 
-class PaddleModule(FrameworkModule):
+class PaddleModule(LayerModule):
     def __init__(self, config: ModuleConfig) -> None:
         self.paddle = paddle = _paddle()
         self.config = config
@@ -65,14 +65,6 @@ class PaddleModule(FrameworkModule):
             paddle.set_default_dtype(default)
         self._x: Any = None
         self._y: Any = None
-
-    def train(self) -> None:
-        super().train()
-        self.layer.train()
-
-    def eval(self) -> None:
-        super().eval()
-        self.layer.eval()
 
     def _variable(self, name: str) -> Any:
         return getattr(self.layer, NAMES[name], None)
