@@ -1,9 +1,11 @@
-"""Every finding docs/frameworks.md states for Paddle, TensorFlow and Keras-on-TensorFlow is shown
-by a script that calls the framework directly (docs/findings/*.py), not through bnconform.
+"""Every finding docs/frameworks.md states for Paddle, TensorFlow, Keras-on-TensorFlow, Equinox, Haiku,
+MLX and torch's compilers is shown by a script that calls the framework directly
+(docs/findings/*.py), not through bnconform.
 
 Each script says what it needs on a `# requires:` line and asserts the finding (it fails when
 the framework no longer behaves so). Here each runs where its frameworks are installed
-(`tox -e paddle`, `tox -e tensorflow`, `tox -e frameworks`) and is skipped, saying so,
+(`tox -e paddle`, `tox -e tensorflow`, `tox -e equinox`, `tox -e haiku`, `tox -e mlx`,
+`tox -e frameworks`) and is skipped, saying so,
 elsewhere. The other tests keep the scripts, the page and the manifests pointing at each other.
 """
 from __future__ import annotations
@@ -23,7 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FINDINGS = ROOT / "docs" / "findings"
 PAGE = (ROOT / "docs" / "frameworks.md").read_text(encoding="utf-8")
 SCRIPTS = sorted(FINDINGS.glob("*.py"))
-COLUMNS = {"paddle": "paddle_", "tensorflow": "tensorflow_", "keras-tf": "keras_tf_"}
+COLUMNS = {"paddle": "paddle_", "tensorflow": "tensorflow_", "keras-tf": "keras_tf_", "equinox": "equinox_",
+           "haiku": "haiku_", "mlx": "mlx_", "torch-compile": "torch_compile_", "torch-compile-fullgraph": "torch_compile_",
+           "torch-compile-aot": "torch_compile_", "torch-export": "torch_export_", "torchscript": "torchscript_"}
 
 
 def requires(script: Path) -> list[str]:
@@ -36,7 +40,8 @@ def requires(script: Path) -> list[str]:
 def test_finding_script_shows_it_in_the_framework(script: Path, tmp_path: Path) -> None:
     missing = [m for m in requires(script) if importlib.util.find_spec(m) is None]
     if missing:
-        pytest.skip(f"{', '.join(missing)} not installed here (tox -e paddle / tensorflow / frameworks runs it)")
+        pytest.skip(f"{', '.join(missing)} not installed here (tox -e paddle / tensorflow / equinox / haiku / mlx / "
+                    "frameworks runs it)")
     # From an empty directory with the interpreter's own environment: nothing of bnconform's.
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{script.name} no longer shows its finding:\n{done.stdout}\n{done.stderr[-3000:]}"
