@@ -18,7 +18,7 @@ from typing import Any, Optional, cast
 
 import numpy as np
 
-from bnconform.runners.backends.frameworks import FrameworkBackend, FrameworkModule
+from bnconform.runners.backends.frameworks import FrameworkBackend, FrameworkModule, jax_and
 from bnconform.runners.backends.protocol import Capabilities, Conventions, ModuleConfig
 
 PROFILE = Conventions(momentum="decay", running_var="biased", default_eps=1e-5, one_value_raises=False, counter=False)
@@ -27,12 +27,7 @@ WHERE = {"weight": ("params", "scale"), "bias": ("params", "bias"),
 
 
 def _flax() -> tuple[Any, Any]:
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    import flax.linen as nn
-
-    return jax, nn
+    return jax_and("flax.linen")
 
 
 class FlaxModule(FrameworkModule):
