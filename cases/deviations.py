@@ -56,6 +56,8 @@ DEVIATIONS: dict[str, str] = {
     # differently; no framework here has one beside float64 buffers.)
     "momentum_float32": ("the momentum reaches the update as a float32 (an operator attribute, decay convention): "
                          "the old value is weighted by float32(1 - m) instead of 1 - m"),
+    "eps_float32": ("eps reaches the normalisation as a float32 (an operator attribute): float64 data are "
+                    "normalised with sqrt(var + float32(eps)), which shows where var is small beside eps"),
     "shard_stats_unweighted": ("shard statistics are averaged with equal weights instead of weighted by each "
                                "shard's count"),
     # Shape classes: kernel paths taken by shape and size (cases/shapes.py, specs/19-shapes.yaml, 20-magnitudes.yaml).
@@ -118,6 +120,6 @@ def relevant(name: str, case: "Case") -> bool:
         return c > 64 and any(f.layout.startswith("channels_last") for f in forwards)
     if name == "half_backward_overflow":
         return cfg.data_dtype == "float16" and "backward" in actions
-    if name == "momentum_float32":  # a float32 rounding of m shows only beside float64 buffers
+    if name in ("momentum_float32", "eps_float32"):  # a float32 rounding shows only beside float64 data
         return cfg.dtype == "float64"
     return True

@@ -144,7 +144,8 @@ class Oracle:
         self.dtype = config.dtype  # the module's dtype: parameters and buffers
         self.data_dtype = config.data_dtype  # the last input's dtype (output, input grads)
         self.input_layout = "contiguous"
-        self.eps = config.eps
+        # deviation: eps held as a float32 operator attribute
+        self.eps = float(np.float32(config.eps)) if "eps_float32" in self.dev else config.eps
         self.decay_convention = config.momentum_convention == "decay"
         self.momentum = self._torch_momentum(config.momentum)
         self.track_running_stats = config.track_running_stats

@@ -154,6 +154,32 @@ def test_manifest_excuses_its_declared_bug_but_not_a_second_one(tmp_path: Path) 
     assert "xfailed" in two.values()  # where only the declared bug shows, it is still excused
 
 
+def test_a_list_of_diagnoses_excuses_two_bugs_only_together(tmp_path: Path) -> None:
+    """The same two bugs named in one entry, both switched on together: every cell that shows
+    either is excused (the case passes with both), so --strict passes; a list naming a bug the
+    backend does not have, or an unknown one, is no excuse / a usage error."""
+    both = write_spec(tmp_path, "both.yaml", "expected:\n  - case: '*'\n"
+                      "    diagnosis: [biased_running_var, eps_outside_sqrt]\n    reason: two bugs we know\n")
+    proc, report = bnconform("--backend", "two=tests.broken_backends:two_bugs", "--family", "conditions",
+                             "--family", "eps", "--manifest", str(both), "--strict", out=tmp_path / "out")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    two = outcomes(report, "two")
+    assert set(two.values()) == {"passed", "xfailed"} and sum(o == "xfailed" for o in two.values()) > 20
+    wrong = write_spec(tmp_path, "wrong.yaml", "expected:\n  - case: '*'\n"
+                       "    diagnosis: [biased_running_var, eps_omitted]\n    reason: not these\n")
+    proc, report = bnconform("--backend", "two=tests.broken_backends:two_bugs", "--family", "eps",
+                             "--manifest", str(wrong), out=tmp_path / "out2")
+    assert proc.returncode == 1
+    failed = [r for r in report["results"] if r["outcome"] == "failed"]
+    assert failed and all("diagnosis biased_running_var + eps_omitted (wrong.yaml)" in r["message"] for r in failed)
+    for text, says in (("[biased_running_var, biased_var]", "unknown diagnosis 'biased_var'"),
+                       ("[]", "a list of diagnoses names each deviation once, and at least one"),
+                       ("[eps_omitted, eps_omitted]", "a list of diagnoses names each deviation once")):
+        bad = write_spec(tmp_path, "bad.yaml", f"expected:\n  - case: x\n    reason: r\n    diagnosis: {text}\n")
+        proc, _ = bnconform("--backend", "numpy", "--manifest", str(bad), out=tmp_path / "out3")
+        assert proc.returncode == 2 and "bad.yaml: expected.0.diagnosis" in proc.stderr and says in proc.stderr, proc.stderr
+
+
 def test_check_and_run_apply_a_shipped_manifest_alike(tmp_path: Path) -> None:
     """The same backend, shipping a manifest of its one bug: run and check give one verdict."""
     args = ("--backend", "tests.broken_backends:ships_manifest", "--family", "bessel", "--family", "conditions", "--strict")

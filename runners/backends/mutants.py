@@ -384,6 +384,12 @@ class _MomentumFloat32(KernelModule):
         return 1.0 - float(np.float32(1.0 - factor))
 
 
+class _EpsFloat32(KernelModule):
+    def __init__(self, config, kernel):  # eps kept as a float32, as an operator attribute is
+        super().__init__(config, kernel)
+        self.eps = float(np.float32(self.eps))
+
+
 class _ShardStatsUnweighted(KernelModule):
     @staticmethod
     def _combine(stats, total):  # each shard's moments weighted equally, whatever its size
@@ -645,6 +651,7 @@ nhwc_as_nchw = _register("nhwc_as_nchw", "nhwc_as_nchw", kernel=_NhwcAsNchw(thre
 fold_without_eps = _register("fold_without_eps", "fold_without_eps", module=_FoldWithoutEps)
 fold_mean_ignored = _register("fold_mean_ignored", "fold_mean_ignored", module=_FoldMeanIgnored)
 momentum_float32 = _register("momentum_float32", "momentum_float32", module=_MomentumFloat32)
+eps_float32 = _register("eps_float32", "eps_float32", module=_EpsFloat32)
 shard_stats_unweighted = _register("shard_stats_unweighted", "shard_stats_unweighted", module=_ShardStatsUnweighted)
 channel_tail = _register("channel_tail", "channel_tail", kernel=_ChannelTail(threads=1))
 channels_past_64 = _register("channels_past_64", "channels_past_64", kernel=_ChannelsPast64(threads=1))

@@ -132,12 +132,12 @@ def run_case(case: Case, backend: Backend, backend_name: Optional[str] = None, g
                         diagnose_failure=diagnose_failures)
 
 
-def still_fails(case: Case, backend: Backend, name: str, deviation: str) -> Optional[str]:
-    """Run the case again with `deviation` switched on (on top of the backend's declared profile):
-    None when it then passes (the deviation explains every failure of the case), else the first
-    line of what still fails. How a manifest entry for one bug is kept from hiding a second."""
+def still_fails(case: Case, backend: Backend, name: str, deviations: tuple[str, ...]) -> Optional[str]:
+    """Run the case again with `deviations` switched on (on top of the backend's declared profile):
+    None when it then passes (they explain every failure of the case), else the first line of
+    what still fails. How a manifest entry for one bug is kept from hiding a second."""
     conventions = getattr(backend, "conventions", None) or PROFILES["torch"]
-    result = _run_against(case, backend, name, "", conventions, deviations=conventions.deviations() | {deviation},
+    result = _run_against(case, backend, name, "", conventions, deviations=conventions.deviations() | set(deviations),
                           diagnose_failure=False)
     if result.outcome in ("passed", "deviates"):  # deviates: the backend's own words for an error, as declared
         return None
@@ -316,15 +316,15 @@ class SwitchedOracle:
         return call
 
 
-_EXERCISES: dict[tuple[str, str, str, frozenset[str]], bool] = {}
+_EXERCISES: dict[tuple[str, str, frozenset[str], frozenset[str]], bool] = {}
 
 
-def exercises(case: Case, deviation: str, base: frozenset[str] = frozenset()) -> bool:
-    """Whether this case would fail a module that has `deviation` (on top of the declared `base`):
-    a manifest entry expecting that deviation is only about cases that can show it."""
-    key = (str(case.source), case.id, deviation, frozenset(base))
+def exercises(case: Case, deviations: tuple[str, ...], base: frozenset[str] = frozenset()) -> bool:
+    """Whether this case would fail a module that has `deviations` (on top of the declared `base`):
+    a manifest entry expecting them is only about cases that can show them."""
+    key = (str(case.source), case.id, frozenset(deviations), frozenset(base))
     if key not in _EXERCISES:
-        run = Run(case, SwitchedOracle(case.config, key[3] | {deviation}), key[3])
+        run = Run(case, SwitchedOracle(case.config, key[3] | key[2]), key[3])
         run.messages_own = True  # the oracle's words are not torch's: only types and values tell
         try:
             init(run)

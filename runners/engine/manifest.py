@@ -2,7 +2,8 @@
 
 An entry names the case(s) (an id or a glob) and what it expects there, so that it excuses
 that failure and no other: a diagnosis (a deviation name of cases/deviations.py that the
-failure must be diagnosed as), a message pattern (a regex searched in the failure's text),
+failure must be diagnosed as, and with which switched on the case passes; a list switches
+several on together, for a cell that shows two findings at once), a message pattern (a regex searched in the failure's text),
 or `outcome: error` (the only way to expect an error cell: a harness, build, crash or
 time-limit error). A failure in a listed case that does not match still fails. A matching
 failure becomes `xfailed` (with the reason); a pass becomes `xpassed` (which fails the gate
@@ -13,6 +14,9 @@ under --strict). An entry that matches no selected cell warns.
       - case: "bessel/*"
         diagnosis: biased_running_var
         reason: "we use the biased variance on purpose"
+      - case: "*float64*"
+        diagnosis: [momentum_float32, eps_float32]   # two findings at once: both switched on
+        reason: "both are float32 operator attributes"
       - case: "errors/counter_counts_raising_call_golden"
         message: "num_batches_tracked differs"
         reason: "the batch-size check runs before counting"
@@ -53,7 +57,7 @@ class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     case: str = Field(min_length=1)
     reason: str = Field(min_length=1)
-    diagnosis: Optional[str] = None
+    diagnosis: Optional[str | list[str]] = None
     message: Optional[str] = Field(None, min_length=1)
     outcome: Optional[Literal["error"]] = None
     order_dependent: bool = False
@@ -61,9 +65,12 @@ class _Entry(BaseModel):
 
     @field_validator("diagnosis")
     @classmethod
-    def _known(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and v not in DEVIATIONS:
-            raise ValueError(f"unknown diagnosis {v!r}; known: {', '.join(DEVIATIONS)}")
+    def _known(cls, v: Optional[str | list[str]]) -> Optional[str | list[str]]:
+        for name in [v] if isinstance(v, str) else v or []:
+            if name not in DEVIATIONS:
+                raise ValueError(f"unknown diagnosis {name!r}; known: {', '.join(DEVIATIONS)}")
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("a list of diagnoses names each deviation once, and at least one")
         return v
 
     @field_validator("message")
@@ -97,7 +104,7 @@ class Entry:
     backend: str
     case: str
     reason: str
-    diagnosis: Optional[str] = None
+    diagnosis: Optional[tuple[str, ...]] = None  # the deviations switched on together (one, mostly)
     message: Optional[str] = None
     outcome: Optional[str] = None  # None: a failure; "error": an error cell
     link: Optional[str] = None
@@ -119,7 +126,7 @@ class Entry:
 
     def expectation(self) -> str:
         parts = [f"outcome {self.outcome}"] if self.outcome == "error" else []
-        parts += [f"diagnosis {self.diagnosis}"] if self.diagnosis else []
+        parts += [f"diagnosis {' + '.join(self.diagnosis)}"] if self.diagnosis else []
         parts += [f"message /{self.message}/"] if self.message is not None else []
         parts += ["order-dependent"] if self.order_dependent else []
         return ", ".join(parts)
@@ -140,9 +147,13 @@ def load(paths: Iterable[Path]) -> list[Entry]:
             err = exc.errors()[0]
             key = ".".join(str(p) for p in err["loc"])
             raise ManifestError(f"{path}: {key}: {err['msg'].removeprefix('Value error, ')}") from None
-        entries += [Entry(path, data.backend, e.case, e.reason, e.diagnosis, e.message, e.outcome, e.link,
+        entries += [Entry(path, data.backend, e.case, e.reason, _names(e.diagnosis), e.message, e.outcome, e.link,
                           e.order_dependent) for e in data.expected]
     return entries
+
+
+def _names(diagnosis: Optional[str | list[str]]) -> Optional[tuple[str, ...]]:
+    return (diagnosis,) if isinstance(diagnosis, str) else None if diagnosis is None else tuple(diagnosis)
 
 
 def about(entries: list[Entry], case_id: str, backend_name: str) -> list[Entry]:
