@@ -33,3 +33,25 @@ torch_err = np.abs(tbn.running_mean.numpy() - exact).max()
 print(f"torch's batch mean error {torch_err:.2e}")
 assert err > 5e-3 and torch_err < 5e-4, "the batch mean is accurate now: the finding is gone"
 np.testing.assert_array_equal(out[3].numpy(), sequential)
+
+# The same on the magnitudes family's large planes, (1, 3, 128, 128): 16384 values a channel at
+# offsets 1e4 and 1e6 (sigma 1), and 2e19 (sigma 1e16, magnitudes/raw_squares_overflow). The batch
+# mean is again exactly the sequential float32 sum / 16384, and the output is what exact
+# arithmetic gives from that mean (the variance taken around it) to within 2e-5 (numbers of
+# this seed; the cases are alike): off the true output by 5e-3, 5 (the mean is 188 off at 1e6)
+# and 1.5e-2.
+for offset, scale, bound in ((1e4, 1.0, 3e-3), (1e6, 1.0, 1.0), (2e19, 1e16, 5e-3)):
+    x = (np.float64(offset) + scale * np.random.RandomState(7).randn(1, 3, 128, 128)).astype(np.float32)
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    out = tf.raw_ops.FusedBatchNormV3(x=nhwc, scale=c(1), offset=c(0), mean=c(0), variance=c(1), epsilon=1e-4,
+                                      exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+    x64 = x.astype(np.float64)
+    sequential = np.array([np.cumsum(x[0, k].ravel(), dtype=np.float32)[-1] / np.float32(16384) for k in range(3)])
+    np.testing.assert_array_equal(out[3].numpy(), sequential)
+    m = sequential.astype(np.float64)[None, :, None, None]
+    from_mean = (x64 - m) / np.sqrt(((x64 - m) ** 2).mean(axis=(0, 2, 3), keepdims=True) + 1e-4)
+    exact = (x64 - x64.mean(axis=(0, 2, 3), keepdims=True)) / np.sqrt(x64.var(axis=(0, 2, 3), keepdims=True) + 1e-4)
+    y = out[0].numpy().transpose(0, 3, 1, 2)
+    print(f"offset {offset:g}: mean off by {np.abs(sequential - x64.mean(axis=(0, 2, 3))).max() / scale:.2e} sigma, "
+          f"output off by {np.abs(y - exact).max():.2e}; from the sequential mean {np.abs(y - from_mean).max():.1e}")
+    assert np.abs(y - from_mean).max() < 1e-4 and np.abs(y - exact).max() > bound
