@@ -6,6 +6,10 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterable, Optional
+
+from bnconform.cases.loader import BUILTIN_SPECS, load_cases
+from bnconform.cases.model import Case
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,6 +19,11 @@ SHAPE_FAMILIES = ("shapes", "magnitudes")
 # comparison): the shapes library's large tensors add nothing to what those tests check, and the
 # conformance cells and the mutation tests run them already.
 FIRST_18 = tuple(arg for family in SHAPE_FAMILIES for arg in ("--exclude", f"{family}/*"))
+
+
+def default_cases(families: Optional[Iterable[str]] = None) -> list[Case]:
+    """The built-in cases a run selects without --tier full (of these families, or all)."""
+    return [c for c in load_cases([BUILTIN_SPECS], families) if c.tier == "default"]
 
 
 def bnconform(*args: str, out: Path, timeout: int = 600) -> tuple[subprocess.CompletedProcess, dict | None]:

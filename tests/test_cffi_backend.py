@@ -18,6 +18,7 @@ from bnconform.runners.backends.cffi_backend import CffiBackend, CKernel, CKerne
 from bnconform.runners.backends.kernel_module import OutputRecycler
 from bnconform.runners.backends.numpy_backend import NumpyBackend
 from bnconform.runners.engine.execute import run_case
+from tests.helpers import default_cases
 
 pytestmark = pytest.mark.skipif(CffiBackend().available() is not None, reason="C extension not built")
 
@@ -136,7 +137,7 @@ def kernel() -> CKernel:
 
 # ---- the suite's own cases ----------------------------------------------------------------------
 def test_passes_exactly_what_numpy_passes() -> None:
-    cases = [c for c in load_cases([BUILTIN_SPECS]) if c.tier == "default"]  # the full tier: tox -e shapes-full
+    cases = default_cases()  # the full tier: tox -e shapes-full
     c_backend, np_backend = CffiBackend(), NumpyBackend()
     c_out = {c.id: run_case(c, c_backend).outcome for c in cases}
     np_out = {c.id: run_case(c, np_backend).outcome for c in cases}

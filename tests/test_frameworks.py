@@ -81,15 +81,15 @@ def test_tinygrad_names_its_device() -> None:
 
 def test_tinygrad_python_device_manifest_is_the_cpu_one_but_its_device_findings() -> None:
     """The two tinygrad manifests say the same, but for each device's float32 summation findings
-    (each sums a channel in its own order) and DEV=PYTHON's time limit on the largest planes: the
-    entries about the offset and magnitude cases."""
+    (each sums a channel in its own order): the entries about the offset and magnitude cases."""
     cpu = load([MANIFESTS / "tinygrad.yaml"])
     python = load([MANIFESTS / "tinygrad-python.yaml"])
     key = lambda e: (e.backend, e.case, e.reason, e.diagnosis, e.message, e.outcome, e.link)
     own = lambda e: e.case.startswith(("stability/offset_1e4", "magnitudes/"))
     assert [key(e) for e in python if not own(e)] == [key(e) for e in cpu if not own(e)]
     assert any(own(e) for e in cpu) and any(own(e) for e in python)
-    assert all(e.outcome != "error" for e in cpu)  # only the pure-Python device runs out of time
+    # neither expects an error cell: the tox envs' --timeout 600 lets DEV=PYTHON's largest cases finish
+    assert all(e.outcome != "error" for e in cpu + python)
 
 
 @pytest.mark.parametrize("shape", [(4, 3), (4, 3, 5), (2, 3, 4, 5), (2, 3, 2, 4, 5)])

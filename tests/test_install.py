@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bnconform.cases.loader import BUILTIN_SPECS, load_cases
 from bnconform.runners.backends.mutants import CAUSE, MUTANTS, SHAPE_CLASS
-from tests.helpers import FIRST_18, ROOT
+from tests.helpers import FIRST_18, ROOT, default_cases
 from tests.installed import user_env
 
 
@@ -111,8 +110,7 @@ def test_the_documented_user_session_runs_from_the_installed_package(user: tuple
     proc = _run(user, "python", "-m", "pytest", "proj/tests", "--bnconform-backend", "numpy", "--bnconform-family",
                 "eps", "--junitxml", "proj/junit.xml", "-p", "no:cacheprovider")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    eps_cases = [c for c in load_cases([BUILTIN_SPECS], ["eps"]) if c.tier == "default"]
-    assert (user[1] / "proj" / "junit.xml").read_text().count("<testcase ") == len(eps_cases) >= 29
+    assert (user[1] / "proj" / "junit.xml").read_text().count("<testcase ") == len(default_cases(["eps"])) >= 29
 
 
 def test_without_torch_the_other_columns_run_and_torch_reads_skipped(installed_without_torch: Path,

@@ -6,10 +6,9 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from bnconform.cases.loader import BUILTIN_SPECS, load_cases
 from bnconform.runners.reports.junit import junit_xml
 from bnconform.runners.reports.results import BackendInfo, CaseResult, RunReport
-from tests.helpers import bnconform
+from tests.helpers import bnconform, default_cases
 
 MESSAGES = {
     "passed": "",
@@ -93,5 +92,4 @@ def test_the_pytest_option_writes_it_in_a_users_session(tmp_path: Path) -> None:
                            "--bnconform-junit", str(junit), "--bnconform-out", str(tmp_path / "out")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:]
-    eps_cases = [c for c in load_cases([BUILTIN_SPECS], ["eps"]) if c.tier == "default"]  # one cell each
-    assert len(list(ET.parse(junit).getroot().iter("testcase"))) == len(eps_cases) >= 29
+    assert len(list(ET.parse(junit).getroot().iter("testcase"))) == len(default_cases(["eps"])) >= 29  # a cell each

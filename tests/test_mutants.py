@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnconform.cases.loader import BUILTIN_SPECS, load_cases
+from bnconform.cases.loader import load_cases
 from bnconform.runners.backends.mutants import CAUSE, MUTANTS, SHAPE_CLASS
 from bnconform.runners.engine.execute import run_case
 from bnconform.runners.reports.mutants import score
 from bnconform.runners.reports.results import CaseResult
-from tests.helpers import FIRST_18, ROOT, SHAPE_FAMILIES, write_spec
+from tests.helpers import FIRST_18, ROOT, SHAPE_FAMILIES, default_cases, write_spec
 
-CASES = [c for c in load_cases([BUILTIN_SPECS]) if c.tier == "default"]  # the default run's cases
+CASES = default_cases()  # the default run's cases
 
 # The shape-class mutants are wrong only on a kernel path a shape or a magnitude takes; among the
 # built-in cases the shapes and magnitudes families reach it (test_mutant_is_killed_and_diagnosed

@@ -3,8 +3,8 @@
 An entry names the case(s) (an id or a glob) and what it expects there, so that it excuses
 that failure and no other: a diagnosis (a deviation name of cases/deviations.py that the
 failure must be diagnosed as, and with which switched on the case passes; a list switches
-several on together, for a cell that shows two findings at once), a message pattern (a regex searched in the failure's text),
-or `outcome: error` (the only way to expect an error cell: a harness, build, crash or
+several on together, for a cell that shows two findings at once), a message pattern (a regex
+searched in the failure's text), or `outcome: error` (the only way to expect an error cell: a harness, build, crash or
 time-limit error). A failure in a listed case that does not match still fails. A matching
 failure becomes `xfailed` (with the reason); a pass becomes `xpassed` (which fails the gate
 under --strict). An entry that matches no selected cell warns.
