@@ -677,3 +677,96 @@ def test_missing_extension_is_a_skip_reason(monkeypatch: pytest.MonkeyPatch) -> 
     case = load_cases([BUILTIN_SPECS])[0]
     result = run_case(case, CffiBackend())
     assert result.outcome == "skipped" and "was not built at install time" in result.message
+
+
+# ---- instruction sets chosen at run time -----------------------------------------------------------
+ISAS = ("portable", "avx2", "avx512")
+
+
+def _isas_here() -> list[str]:
+    ffi, lib = cffi_backend._load()
+    return list(ISAS[: ISAS.index(ffi.string(lib.bn_best_isa()).decode()) + 1])
+
+
+def _every_result(kernel: CKernel, x: np.ndarray, md: np.dtype) -> list[np.ndarray]:
+    c = x.shape[1]
+    w, b, rm, rv = make_params(c, md, 3)
+    dy = make_x(x.shape, x.dtype, "channels_last" if is_cl(x) else "contiguous", 9)
+    rm1, rv1 = rm.copy(), rv.copy()
+    y, mean, invstd = kernel.forward_train(x, w, b, rm1, rv1, 0.1, 1e-5)
+    out = [np.array(y), np.array(mean), np.array(invstd), rm1, rv1]
+    out.append(np.array(kernel.forward_eval(x, w, b, rm, rv, 1e-5)))
+    out += [np.array(a) for a in kernel.backward_train(dy, x, w, mean, invstd)]
+    out += [np.array(a) for a in kernel.backward_eval(dy, x, w, rm, rv, 1e-5)]
+    out += [np.array(a) for a in kernel.batch_stats(x)]
+    return out
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=str)
+@pytest.mark.parametrize(("shape", "layout"), [((64, 40), "contiguous"), ((3, 5, 33, 17), "contiguous"),
+                                               ((4, 70, 6, 7), "contiguous"), ((3, 21, 9, 11), "channels_last"),
+                                               ((2, 3, 4, 300), "contiguous")], ids=str)
+def test_every_instruction_set_gives_the_same_bits(kernel: CKernel, dt: np.dtype, shape: tuple[int, ...],
+                                                   layout: str) -> None:
+    """The kernels are compiled for the baseline, AVX2 and AVX-512 and the widest this CPU has is
+    chosen at run time: each set reachable here gives the portable code's results bit for bit (the
+    partial sums are indexed, not laid out by the vector width); NaNs where portable has them (which
+    operand's NaN an operation passes on may differ, so not their bits)."""
+    ffi, lib = cffi_backend._load()
+    x = make_x(shape, dt, layout, 5)
+    if layout == "contiguous":
+        x.reshape(-1)[[3, 50]] = np.nan  # NaNs go through every path too
+    md = F64 if dt == F64 else F32
+    results = {}
+    try:
+        for name in _isas_here():
+            assert lib.bn_set_isa(name.encode()) == lib.BN_OK
+            assert ffi.string(lib.bn_isa()).decode() == name
+            results[name] = _every_result(kernel, x, md)
+    finally:
+        lib.bn_set_isa(lib.bn_best_isa())
+    for name, got in results.items():
+        for i, (a, ref) in enumerate(zip(got, results["portable"])):
+            nan = np.isnan(a.astype(F64))
+            assert np.array_equal(nan, np.isnan(ref.astype(F64))), f"{name}: result {i}'s NaNs differ from portable"
+            bits = (np.ascontiguousarray(a[~nan]).view(np.uint8), np.ascontiguousarray(ref[~nan]).view(np.uint8))
+            assert np.array_equal(*bits), f"{name}: result {i} differs from portable"
+
+
+def test_an_instruction_set_the_cpu_lacks_is_refused(kernel: CKernel) -> None:
+    ffi, lib = cffi_backend._load()
+    best = ffi.string(lib.bn_best_isa()).decode()
+    for name in (b"sse9", b"", b"AVX2"):
+        assert lib.bn_set_isa(name) == lib.BN_ERR_ISA
+    for name in ISAS[ISAS.index(best) + 1:]:
+        assert lib.bn_set_isa(name.encode()) == lib.BN_ERR_ISA
+    assert ffi.string(lib.bn_isa()).decode() == best
+    assert f"{best} instruction set" in CffiBackend().version()
+
+
+def test_bnc_isa_in_the_environment_asks_for_a_narrower_set() -> None:
+    import subprocess
+    import sys
+
+    code = "from bnconform.runners.backends.cffi_backend import isa; print(isa())"
+    for name in _isas_here():
+        env = {**__import__("os").environ, "BNC_ISA": name}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == name
+    env = {**__import__("os").environ, "BNC_ISA": "nonsense"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == _isas_here()[-1]  # an unknown name: the widest, as without it
+
+
+@pytest.mark.parametrize("isa_name", ISAS)
+def test_16_bit_conversions_are_exact_in_every_instruction_set(kernel: CKernel, isa_name: str) -> None:
+    _, lib = cffi_backend._load()
+    if isa_name not in _isas_here():
+        pytest.skip(f"this CPU has no {isa_name}")
+    try:
+        assert lib.bn_set_isa(isa_name.encode()) == lib.BN_OK
+        for sfx in ("f16", "bf16"):
+            back = _convert(kernel, f"bn_f32_to_{sfx}", _convert(kernel, f"bn_{sfx}_to_f32", ALL_BITS))
+            assert np.array_equal(back, ALL_BITS)
+    finally:
+        lib.bn_set_isa(lib.bn_best_isa())

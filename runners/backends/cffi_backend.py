@@ -44,6 +44,12 @@ def _is_channels_last(x: Array) -> bool:
     return x.ndim >= 3 and not x.flags.c_contiguous and bool(np.moveaxis(x, 1, -1).flags.c_contiguous)
 
 
+def isa() -> str:
+    """The instruction set the C kernels run with here (chosen at run time: portable, avx2, avx512)."""
+    ffi, lib = _load()
+    return str(ffi.string(lib.bn_isa()).decode())
+
+
 class CKernel:
     """kernel_module.Kernel over the C entry points.
 
@@ -270,7 +276,8 @@ class CffiBackend:
         if reason:
             return "not built"
         _, lib = _load()
-        return f"bnc (C99, cffi API mode, OpenMP {'on' if lib.bn_openmp_enabled() else 'off'}, {self.kernel().threads} threads)"
+        return (f"bnc (C99, cffi API mode, OpenMP {'on' if lib.bn_openmp_enabled() else 'off'}, "
+                f"{self.kernel().threads} threads, {isa()} instruction set)")
 
     def create(self, config: ModuleConfig) -> KernelModule:
         return KernelModule(config, self.kernel())

@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+
 #ifdef _OPENMP
 #include <omp.h>
 #define BNC_TID() omp_get_thread_num()
@@ -43,6 +46,7 @@ const char *bn_strerror(int code) {
     case BN_ERR_COUNT: return "running variance update needs more than 1 value per channel";
     case BN_ERR_THREADS: return "thread count must be at least 1";
     case BN_ERR_LAYOUT: return "channels_last must be 0 (contiguous NCHW) or 1 (channels_last)";
+    case BN_ERR_ISA: return "unknown instruction set, or one this CPU does not support";
     default: return "unknown error code";
     }
 }
@@ -68,68 +72,50 @@ static inline float bnc_bits_f32(uint32_t u) {
     return f;
 }
 
+/* The conversions are branch-free (selects on masks) so that the loops calling them vectorise at
+ * whatever width the instruction set in use gives; every ISA computes the same bits. (F16C's
+ * vcvtps2ph would be one instruction, but it quietens signalling NaNs: these keep a NaN's payload
+ * exactly, as NumPy's conversions do.) */
+static inline uint32_t bnc_select(uint32_t cond, uint32_t a, uint32_t b) { /* cond ? a : b, cond 0 or 1 */
+    const uint32_t mask = 0u - cond;
+    return (a & mask) | (b & ~mask);
+}
+
 /* binary16 -> float, exact. */
 static inline float bnc_f16_to_f32(uint16_t h) {
     const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     const uint32_t em = h & 0x7fffu;
-    uint32_t u;
-    if (em >= 0x7c00u) /* infinity or NaN (payload kept) */
-        u = 0x7f800000u | ((em & 0x3ffu) << 13);
-    else if (em >= 0x0400u) /* normal: rebias the exponent (127 - 15 = 112) */
-        u = (em << 13) + 0x38000000u;
-    else /* zero or subnormal: em * 2^-24, exact in float */
-        u = bnc_f32_bits((float)em * 0x1p-24f);
-    return bnc_bits_f32(u | sign);
+    const uint32_t special = 0x7f800000u | ((em & 0x3ffu) << 13);  /* infinity or NaN (payload kept) */
+    const uint32_t normal = (em << 13) + 0x38000000u;               /* rebias the exponent (127 - 15 = 112) */
+    const uint32_t small = bnc_f32_bits((float)(int32_t)em * 0x1p-24f); /* zero or subnormal: exact in float */
+    return bnc_bits_f32(sign | bnc_select(em >= 0x7c00u, special, bnc_select(em >= 0x0400u, normal, small)));
 }
 
 /* float -> binary16, round to nearest even; overflow to infinity. */
 static inline uint16_t bnc_f32_to_f16(float f) {
-    uint32_t u = bnc_f32_bits(f);
-    const uint32_t sign = (u >> 16) & 0x8000u;
-    uint32_t h;
-    u &= 0x7fffffffu;
-    if (u >= 0x47800000u) { /* |f| >= 65536, infinity or NaN */
-        if (u > 0x7f800000u) {
-            h = (u >> 13) & 0x3ffu;
-            h = 0x7c00u | (h ? h : 0x200u); /* keep it a NaN */
-        } else {
-            h = 0x7c00u;
-        }
-    } else if (u < 0x38800000u) { /* |f| < 2^-14: a half subnormal or zero */
-        /* Adding 0.5 (ulp 2^-24, the half subnormal step) rounds to nearest even in hardware;
-         * the low bits of the sum are then the half's bits (0x400 when it rounds up to normal). */
-        h = bnc_f32_bits(bnc_bits_f32(u) + 0.5f) - 0x3f000000u;
-    } else { /* normal: rebias, round the 13 dropped bits to nearest even (may carry to inf) */
-        h = (u - 0x38000000u + 0x0fffu + ((u >> 13) & 1u)) >> 13;
-    }
-    return (uint16_t)(sign | h);
+    const uint32_t bits = bnc_f32_bits(f);
+    const uint32_t sign = (bits >> 16) & 0x8000u, u = bits & 0x7fffffffu;
+    const uint32_t payload = (u >> 13) & 0x3ffu;
+    /* |f| >= 65536: infinity, or a NaN kept a NaN (its payload's top bits, or a quiet bit if none) */
+    const uint32_t big = bnc_select(u > 0x7f800000u, 0x7c00u | bnc_select(payload != 0u, payload, 0x200u), 0x7c00u);
+    /* |f| < 2^-14, a half subnormal or zero: adding 0.5 (ulp 2^-24, the half subnormal step) rounds
+     * to nearest even in hardware; the low bits of the sum are then the half's bits (0x400 when it
+     * rounds up to normal) */
+    const uint32_t small = bnc_f32_bits(bnc_bits_f32(u) + 0.5f) - 0x3f000000u;
+    /* normal: rebias, round the 13 dropped bits to nearest even (may carry to inf) */
+    const uint32_t normal = (u - 0x38000000u + 0x0fffu + ((u >> 13) & 1u)) >> 13;
+    return (uint16_t)(sign | bnc_select(u >= 0x47800000u, big, bnc_select(u < 0x38800000u, small, normal)));
 }
 
 /* bfloat16 -> float: the top 16 bits, exact. */
 static inline float bnc_bf16_to_f32(uint16_t h) { return bnc_bits_f32((uint32_t)h << 16); }
 
-/* float -> bfloat16, round to nearest even; a NaN stays a NaN. */
+/* float -> bfloat16, round to nearest even; a NaN stays a NaN (a quiet bit if its top bits are 0). */
 static inline uint16_t bnc_f32_to_bf16(float f) {
-    const uint32_t u = bnc_f32_bits(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) {
-        const uint32_t h = u >> 16;
-        return (uint16_t)((h & 0x7fu) ? h : (h | 0x40u));
-    }
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    const uint32_t u = bnc_f32_bits(f), h = u >> 16;
+    const uint32_t nan = bnc_select((h & 0x7fu) != 0u, h, h | 0x40u);
+    return (uint16_t)bnc_select((u & 0x7fffffffu) > 0x7f800000u, nan, (u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
-
-#define BNC_CONVERT(name, S_T, D_T, fn)                  \
-    int name(const S_T *src, D_T *dst, int64_t n) {      \
-        if (!src || !dst) return BN_ERR_NULL;            \
-        if (n < 0) return BN_ERR_SHAPE;                  \
-        for (int64_t i = 0; i < n; ++i) dst[i] = fn(src[i]); \
-        return BN_OK;                                    \
-    }
-BNC_CONVERT(bn_f16_to_f32, uint16_t, float, bnc_f16_to_f32)
-BNC_CONVERT(bn_f32_to_f16, float, uint16_t, bnc_f32_to_f16)
-BNC_CONVERT(bn_bf16_to_f32, uint16_t, float, bnc_bf16_to_f32)
-BNC_CONVERT(bn_f32_to_bf16, float, uint16_t, bnc_f32_to_bf16)
-#undef BNC_CONVERT
 
 /* ---- channels_last work partition (depends on R and C only, never on the thread count) ------ */
 typedef struct {
@@ -157,73 +143,201 @@ static bnc_cl_plan bnc_cl_make_plan(int64_t R, int64_t C) {
     return p;
 }
 
-#if defined(__AVX512F__)
+/* ---- one instantiation of every kernel per instruction set, chosen at run time ---------------
+ * The extension is compiled for the baseline of its architecture (any x86-64 runs it); on x86-64
+ * with GCC or clang, bnc_isa.h is compiled twice more, for AVX2 (with F16C) and for AVX-512 (F, BW, VL, DQ),
+ * and the entry points call the widest set this CPU and OS support (BNC_ISA=portable|avx2|avx512
+ * in the environment, or bn_set_isa(), asks for a narrower one). Results agree across sets to the
+ * last bit except where a double sum's order follows the vector width. */
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define BNC_X86 1
 #include <immintrin.h>
-#define BNC_STREAM_WIDTH (64 / (int)sizeof(T))
-#elif defined(__AVX__)
-#include <immintrin.h>
+#endif
+
+#define BNC_ISA portable
+#include "bnc_isa.h"
+#undef BNC_ISA
+
+#ifdef BNC_X86
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,f16c")
+#endif
+#define BNC_ISA avx2
 #define BNC_STREAM_WIDTH (32 / (int)sizeof(T))
-#endif
-
-/* Each instantiation of bnc_impl.h: T the storage type, P the per-channel and arithmetic type,
- * LD(v) storage -> P, ST(v) P -> storage, SFX the entry points' suffix, optional BNC_STREAM. */
-#define T float
-#define P float
-#define LD(v) (v)
-#define ST(v) (v)
-#define SFX f32
-#if defined(__AVX512F__)
-#define BNC_STREAM(p, q, m, a, b) \
-    _mm512_stream_ps((q), _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(p), _mm512_set1_ps(m)), _mm512_set1_ps(a), _mm512_set1_ps(b)))
-#elif defined(__AVX__)
-#define BNC_STREAM(p, q, m, a, b) \
+#define BNC_STREAM_F32(p, q, m, a, b) \
     _mm256_stream_ps((q), _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p), _mm256_set1_ps(m)), _mm256_set1_ps(a)), _mm256_set1_ps(b)))
-#endif
-#include "bnc_impl.h"
-#undef BNC_STREAM
-#undef T
-#undef P
-#undef LD
-#undef ST
-#undef SFX
-
-#define T double
-#define P double
-#define LD(v) (v)
-#define ST(v) (v)
-#define SFX f64
-#if defined(__AVX512F__)
-#define BNC_STREAM(p, q, m, a, b) \
-    _mm512_stream_pd((q), _mm512_fmadd_pd(_mm512_sub_pd(_mm512_loadu_pd(p), _mm512_set1_pd(m)), _mm512_set1_pd(a), _mm512_set1_pd(b)))
-#elif defined(__AVX__)
-#define BNC_STREAM(p, q, m, a, b) \
+#define BNC_STREAM_F64(p, q, m, a, b) \
     _mm256_stream_pd((q), _mm256_add_pd(_mm256_mul_pd(_mm256_sub_pd(_mm256_loadu_pd(p), _mm256_set1_pd(m)), _mm256_set1_pd(a)), _mm256_set1_pd(b)))
+#define BNC_NT_F32(q, v) _mm256_stream_ps((q), (v))
+#define BNC_NT_LOAD_F32(p) _mm256_loadu_ps(p)
+#define BNC_NT_SET_F32(v) _mm256_set1_ps(v)
+#define BNC_NT_MUL_F32(a, b) _mm256_mul_ps((a), (b))
+#define BNC_NT_ADD_F32(a, b) _mm256_add_ps((a), (b))
+#define BNC_NT_VEC __m256
+#define BNC_NT_LANES 8
+#define BNC_F16_WIDEN_V(s, d) _mm256_storeu_ps((d), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s))))
+#define BNC_F16_NARROW_V(s, d) \
+    _mm_storeu_si128((__m128i *)(d), _mm256_cvtps_ph(_mm256_loadu_ps(s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+#include "bnc_isa.h"
+#undef BNC_F16_WIDEN_V
+#undef BNC_F16_NARROW_V
+#undef BNC_ISA
+#undef BNC_STREAM_WIDTH
+#undef BNC_STREAM_F32
+#undef BNC_STREAM_F64
+#undef BNC_NT_F32
+#undef BNC_NT_LOAD_F32
+#undef BNC_NT_SET_F32
+#undef BNC_NT_MUL_F32
+#undef BNC_NT_ADD_F32
+#undef BNC_NT_VEC
+#undef BNC_NT_LANES
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")
 #endif
-#include "bnc_impl.h"
-#undef BNC_STREAM
-#undef T
-#undef P
-#undef LD
-#undef ST
-#undef SFX
+#define BNC_ISA avx512
+#define BNC_STREAM_WIDTH (64 / (int)sizeof(T))
+#define BNC_STREAM_F32(p, q, m, a, b) \
+    _mm512_stream_ps((q), _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(p), _mm512_set1_ps(m)), _mm512_set1_ps(a)), _mm512_set1_ps(b)))
+#define BNC_STREAM_F64(p, q, m, a, b) \
+    _mm512_stream_pd((q), _mm512_add_pd(_mm512_mul_pd(_mm512_sub_pd(_mm512_loadu_pd(p), _mm512_set1_pd(m)), _mm512_set1_pd(a)), _mm512_set1_pd(b)))
+#define BNC_NT_F32(q, v) _mm512_stream_ps((q), (v))
+#define BNC_NT_LOAD_F32(p) _mm512_loadu_ps(p)
+#define BNC_NT_SET_F32(v) _mm512_set1_ps(v)
+#define BNC_NT_MUL_F32(a, b) _mm512_mul_ps((a), (b))
+#define BNC_NT_ADD_F32(a, b) _mm512_add_ps((a), (b))
+#define BNC_NT_VEC __m512
+#define BNC_NT_LANES 16
+#define BNC_F16_WIDEN_V(s, d) _mm512_storeu_ps((d), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s))))
+#define BNC_F16_NARROW_V(s, d) \
+    _mm256_storeu_si256((__m256i *)(d), _mm512_cvtps_ph(_mm512_loadu_ps(s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+#include "bnc_isa.h"
+#undef BNC_ISA
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif /* BNC_X86 */
 
-/* 16-bit storage, float parameters and arithmetic (no BNC_STREAM: plain stores). */
-#define T uint16_t
-#define P float
-#define LD(v) bnc_f16_to_f32(v)
-#define ST(v) bnc_f32_to_f16(v)
-#define SFX f16
-#include "bnc_impl.h"
-#undef LD
-#undef ST
-#undef SFX
+/* ---- run-time dispatch ------------------------------------------------------------------------ */
+enum { BNC_PORTABLE = 0, BNC_AVX2 = 1, BNC_AVX512 = 2 };
+static const char *const bnc_isa_names[] = {"portable", "avx2", "avx512"};
+static int bnc_level = -1; /* chosen on first use; a race between threads writes the same value */
 
-#define LD(v) bnc_bf16_to_f32(v)
-#define ST(v) bnc_f32_to_bf16(v)
-#define SFX bf16
-#include "bnc_impl.h"
-#undef T
-#undef P
-#undef LD
-#undef ST
-#undef SFX
+static int bnc_best_level(void) {
+#ifdef BNC_X86
+    __builtin_cpu_init(); /* these checks include the OS saving the wider registers (XGETBV) */
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        return BNC_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) return BNC_AVX2;
+#endif
+    return BNC_PORTABLE;
+}
+
+static int bnc_level_named(const char *name) {
+    for (int i = 0; i < 3; ++i)
+        if (name && strcmp(name, bnc_isa_names[i]) == 0) return i;
+    return -1;
+}
+
+static int bnc_current(void) {
+    if (bnc_level < 0) {
+        const int best = bnc_best_level(), asked = bnc_level_named(getenv("BNC_ISA"));
+        bnc_level = asked >= 0 && asked < best ? asked : best;
+    }
+    return bnc_level;
+}
+
+const char *bn_isa(void) { return bnc_isa_names[bnc_current()]; }
+
+const char *bn_best_isa(void) { return bnc_isa_names[bnc_best_level()]; }
+
+int bn_set_isa(const char *name) {
+    const int level = bnc_level_named(name);
+    if (level < 0 || level > bnc_best_level()) return BN_ERR_ISA;
+    bnc_level = level;
+    return BN_OK;
+}
+
+#ifdef BNC_X86
+#define BNC_CALL(fn, args)                                                                            \
+    switch (bnc_current()) {                                                                          \
+    case BNC_AVX512: return CAT(fn, _avx512) args;                                                    \
+    case BNC_AVX2: return CAT(fn, _avx2) args;                                                        \
+    default: return CAT(fn, _portable) args;                                                          \
+    }
+#else
+#define BNC_CALL(fn, args) return CAT(fn, _portable) args;
+#endif
+
+#define FWD_TRAIN(T, P) (const T *x, int64_t x_len, T *y, int64_t y_len, int64_t N, int64_t C, int64_t S, \
+    int channels_last, const P *weight, const P *bias, P *running_mean, P *running_var, int64_t c_len, \
+    double factor, double eps, double *save_mean, double *save_invstd, int nthreads)
+#define FWD_TRAIN_ARGS (x, x_len, y, y_len, N, C, S, channels_last, weight, bias, running_mean, running_var, \
+    c_len, factor, eps, save_mean, save_invstd, nthreads)
+#define FWD_EVAL(T, P) (const T *x, int64_t x_len, T *y, int64_t y_len, int64_t N, int64_t C, int64_t S, \
+    int channels_last, const P *weight, const P *bias, const P *running_mean, const P *running_var, \
+    int64_t c_len, double eps, int nthreads)
+#define FWD_EVAL_ARGS (x, x_len, y, y_len, N, C, S, channels_last, weight, bias, running_mean, running_var, \
+    c_len, eps, nthreads)
+#define BWD_TRAIN(T, P) (const T *dy, int64_t dy_len, const T *x, T *dx, int64_t x_len, int64_t N, int64_t C, \
+    int64_t S, int channels_last, const P *weight, const double *save_mean, const double *save_invstd, \
+    P *dweight, P *dbias, int64_t c_len, int nthreads)
+#define BWD_TRAIN_ARGS (dy, dy_len, x, dx, x_len, N, C, S, channels_last, weight, save_mean, save_invstd, \
+    dweight, dbias, c_len, nthreads)
+#define BWD_EVAL(T, P) (const T *dy, int64_t dy_len, const T *x, T *dx, int64_t x_len, int64_t N, int64_t C, \
+    int64_t S, int channels_last, const P *weight, const P *running_mean, const P *running_var, double eps, \
+    P *dweight, P *dbias, int64_t c_len, int nthreads)
+#define BWD_EVAL_ARGS (dy, dy_len, x, dx, x_len, N, C, S, channels_last, weight, running_mean, running_var, \
+    eps, dweight, dbias, c_len, nthreads)
+#define STATS(T) (const T *x, int64_t x_len, int64_t N, int64_t C, int64_t S, int channels_last, double *mean, \
+    double *var, int64_t c_len, int nthreads)
+#define STATS_ARGS (x, x_len, N, C, S, channels_last, mean, var, c_len, nthreads)
+
+#define BNC_ENTRY_POINTS(sfx, T, P)                                                                   \
+    int bn_forward_train_##sfx FWD_TRAIN(T, P) { BNC_CALL(bn_forward_train_##sfx, FWD_TRAIN_ARGS) }   \
+    int bn_forward_eval_##sfx FWD_EVAL(T, P) { BNC_CALL(bn_forward_eval_##sfx, FWD_EVAL_ARGS) }       \
+    int bn_backward_train_##sfx BWD_TRAIN(T, P) { BNC_CALL(bn_backward_train_##sfx, BWD_TRAIN_ARGS) } \
+    int bn_backward_eval_##sfx BWD_EVAL(T, P) { BNC_CALL(bn_backward_eval_##sfx, BWD_EVAL_ARGS) }     \
+    int bn_batch_stats_##sfx STATS(T) { BNC_CALL(bn_batch_stats_##sfx, STATS_ARGS) }
+BNC_ENTRY_POINTS(f32, float, float)
+BNC_ENTRY_POINTS(f64, double, double)
+BNC_ENTRY_POINTS(f16, uint16_t, float)
+BNC_ENTRY_POINTS(bf16, uint16_t, float)
+
+int bn_f16_to_f32(const uint16_t *src, float *dst, int64_t n) { BNC_CALL(bn_f16_to_f32, (src, dst, n)) }
+int bn_f32_to_f16(const float *src, uint16_t *dst, int64_t n) { BNC_CALL(bn_f32_to_f16, (src, dst, n)) }
+int bn_bf16_to_f32(const uint16_t *src, float *dst, int64_t n) { BNC_CALL(bn_bf16_to_f32, (src, dst, n)) }
+int bn_f32_to_bf16(const float *src, uint16_t *dst, int64_t n) { BNC_CALL(bn_f32_to_bf16, (src, dst, n)) }
+
+int bn_stream_sum(const float *x, int64_t n, double *out, int nthreads) {
+    BNC_CALL(bn_stream_sum, (x, n, out, nthreads))
+}
+int bn_stream_dot(const float *x, const float *z, int64_t n, double *out, int nthreads) {
+    BNC_CALL(bn_stream_dot, (x, z, n, out, nthreads))
+}
+int bn_stream_fill(float *y, int64_t n, float v, int nontemporal, int nthreads) {
+    BNC_CALL(bn_stream_fill, (y, n, v, nontemporal, nthreads))
+}
+int bn_stream_copy(const float *x, float *y, int64_t n, int nontemporal, int nthreads) {
+    BNC_CALL(bn_stream_copy, (x, y, n, nontemporal, nthreads))
+}
+int bn_stream_scale(const float *x, float *y, int64_t n, float a, int nontemporal, int nthreads) {
+    BNC_CALL(bn_stream_scale, (x, y, n, a, nontemporal, nthreads))
+}
+int bn_stream_add(const float *x, const float *z, float *y, int64_t n, int nontemporal, int nthreads) {
+    BNC_CALL(bn_stream_add, (x, z, y, n, nontemporal, nthreads))
+}
+int bn_stream_triad(const float *x, const float *z, float *y, int64_t n, float a, int nontemporal, int nthreads) {
+    BNC_CALL(bn_stream_triad, (x, z, y, n, a, nontemporal, nthreads))
+}

@@ -31,9 +31,18 @@
 #define BN_ERR_COUNT 5     /* running variance update with fewer than 2 values per channel */
 #define BN_ERR_THREADS 6   /* thread count < 1 */
 #define BN_ERR_LAYOUT 7    /* channels_last is neither 0 nor 1 */
+#define BN_ERR_ISA 8       /* bn_set_isa: an unknown instruction set, or one this CPU lacks */
 
 const char *bn_strerror(int code);
 int bn_openmp_enabled(void);
+
+/* The instruction set the kernels run with: "portable" (the architecture's baseline, e.g. SSE2 on
+ * x86-64), "avx2" (with F16C) or "avx512" (F, BW, VL, DQ). The widest this CPU and its OS support is chosen at
+ * the first call; BNC_ISA in the environment (read then) or bn_set_isa() asks for a narrower one
+ * (bn_set_isa refuses a set this CPU lacks with BN_ERR_ISA). bn_best_isa() is the widest here. */
+const char *bn_isa(void);
+const char *bn_best_isa(void);
+int bn_set_isa(const char *name);
 
 /* Training forward: batch mean and biased variance per channel, y = (x - mean) * invstd * w + b.
  * Statistics are exact two-pass sums in double: per (n, c) plane or per block of rows, merged
@@ -138,4 +147,17 @@ int bn_f16_to_f32(const uint16_t *src, float *dst, int64_t n);
 int bn_f32_to_f16(const float *src, uint16_t *dst, int64_t n);
 int bn_bf16_to_f32(const uint16_t *src, float *dst, int64_t n);
 int bn_f32_to_bf16(const float *src, uint16_t *dst, int64_t n);
+
+/* STREAM-style kernels on n float32 values (the bench's roofline: the machine's rates measured with
+ * the same compiler, instruction set and threads as the kernels above). sum: *out = sum x (reads
+ * only); dot: *out = sum x*z (two read streams); fill y = v; copy y = x; scale y = a*x; add
+ * y = x + z; triad y = x + a*z. nontemporal = 1 writes y with streaming stores (no read for
+ * ownership) where the instruction set has them, 0 with plain stores. */
+int bn_stream_sum(const float *x, int64_t n, double *out, int nthreads);
+int bn_stream_dot(const float *x, const float *z, int64_t n, double *out, int nthreads);
+int bn_stream_fill(float *y, int64_t n, float v, int nontemporal, int nthreads);
+int bn_stream_copy(const float *x, float *y, int64_t n, int nontemporal, int nthreads);
+int bn_stream_scale(const float *x, float *y, int64_t n, float a, int nontemporal, int nthreads);
+int bn_stream_add(const float *x, const float *z, float *y, int64_t n, int nontemporal, int nthreads);
+int bn_stream_triad(const float *x, const float *z, float *y, int64_t n, float a, int nontemporal, int nthreads);
 #endif

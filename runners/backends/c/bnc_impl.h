@@ -21,31 +21,135 @@
  * All arithmetic on statistics is in double; loops carry `omp simd` so they vectorise
  * without -ffast-math.
  */
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SFX)
 
 #if defined(BNC_STREAM_WIDTH) && defined(BNC_STREAM)
 #define BNC_USE_STREAM 1
 #endif
 
-/* Per-channel mean and biased variance of channel c (plane path). */
+/* 16-bit types (BNC_WIDEN and BNC_NARROW defined: storage <-> P on n values, at the vector width
+ * and with the conversion instructions of the instruction set in use): the plane loops below widen
+ * runs of BNC_RUN values into a buffer on the stack and compute on it, so the arithmetic is the
+ * float32 path's and the conversion costs a few instructions per vector. */
+#if defined(BNC_WIDEN)
+#define BNC_RUN 512
+#endif
+#define BNC_ACC 32
+
+/* Sum of v - m (and with q, of its square) over v[0, n) in double, into BNC_ACC partial sums each:
+ * independent accumulators keep the adds from waiting on each other, and the order of the sums is
+ * fixed by the index, not by the vector width, so every instruction set gives the same bits. */
+static inline void FN(dev_run)(const P *restrict v, int64_t n, double m, double *restrict as, double *restrict aq,
+                               int q) {
+    int64_t i = 0;
+    for (; i + BNC_ACC <= n; i += BNC_ACC) {
+        if (q) {
+#pragma omp simd
+            for (int64_t j = 0; j < BNC_ACC; ++j) {
+                const double d = (double)v[i + j] - m;
+                as[j] += d;
+                aq[j] += d * d;
+            }
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < BNC_ACC; ++j) as[j] += (double)v[i + j] - m;
+        }
+    }
+    for (int64_t j = 0; i < n; ++i, ++j) {
+        const double d = (double)v[i] - m;
+        as[j] += d;
+        if (q) aq[j] += d * d;
+    }
+}
+
+static inline double FN(acc_total)(const double *restrict a) {
+    double t = 0.0;
+    for (int64_t j = 0; j < BNC_ACC; ++j) t += a[j];
+    return t;
+}
+
+/* Sum of (x - m) and, with q, of its square over p[0, len) in double. */
+static inline void FN(dev_sums)(const T *restrict p, int64_t len, double m, double *s_out, double *q_out, int q) {
+    double as[BNC_ACC] = {0.0}, aq[BNC_ACC] = {0.0};
+#if defined(BNC_WIDEN)
+    P buf[BNC_RUN];
+    for (int64_t i0 = 0; i0 < len; i0 += BNC_RUN) {
+        const int64_t n = len - i0 < BNC_RUN ? len - i0 : BNC_RUN;
+        BNC_WIDEN(p + i0, buf, n);
+        FN(dev_run)(buf, n, m, as, aq, q);
+    }
+#else
+    FN(dev_run)(p, len, m, as, aq, q);
+#endif
+    *s_out = FN(acc_total)(as);
+    *q_out = q ? FN(acc_total)(aq) : 0.0;
+}
+
+/* Per (n, c) plane of the backward: sum dy and sum dy*(x - m), accumulated into BNC_ACC partials. */
+static inline void FN(dy_run)(const P *restrict g, const P *restrict v, int64_t n, double m, double *restrict a1,
+                              double *restrict a2) {
+    int64_t i = 0;
+    for (; i + BNC_ACC <= n; i += BNC_ACC) {
+#pragma omp simd
+        for (int64_t j = 0; j < BNC_ACC; ++j) {
+            const double gj = (double)g[i + j];
+            a1[j] += gj;
+            a2[j] += gj * ((double)v[i + j] - m);
+        }
+    }
+    for (int64_t j = 0; i < n; ++i, ++j) {
+        const double gj = (double)g[i];
+        a1[j] += gj;
+        a2[j] += gj * ((double)v[i] - m);
+    }
+}
+
+/* A plane's mean to P's precision (partial sums in P, added in double): only an estimate, which the
+ * second pass corrects exactly, so it may be as cheap as the loads. */
+static inline double FN(plane_mean_estimate)(const T *restrict p, int64_t len) {
+    P acc[BNC_ACC] = {(P)0};
+#if defined(BNC_WIDEN)
+    P buf[BNC_RUN];
+    for (int64_t i0 = 0; i0 < len; i0 += BNC_RUN) {
+        const int64_t n = len - i0 < BNC_RUN ? len - i0 : BNC_RUN;
+        BNC_WIDEN(p + i0, buf, n);
+        const P *restrict v = buf;
+#else
+    {
+        const int64_t n = len;
+        const P *restrict v = p;
+#endif
+        int64_t i = 0;
+        for (; i + BNC_ACC <= n; i += BNC_ACC) {
+#pragma omp simd
+            for (int64_t j = 0; j < BNC_ACC; ++j) acc[j] += v[i + j];
+        }
+        for (int64_t j = 0; i < n; ++i, ++j) acc[j] += v[i];
+    }
+    double t = 0.0;
+    for (int64_t j = 0; j < BNC_ACC; ++j) t += (double)acc[j];
+    return t / (double)len;
+}
+
+/* Per-channel mean and biased variance of channel c (plane path). Each plane: a first pass for an
+ * estimate m of its mean, then a second for the deviations from it in double, whose sum s and sum
+ * of squares q give the exact mean m + s/S and squared deviation q - s*s/S (the corrected
+ * two-pass algorithm: m's error cancels); planes merged with Chan's formula. */
 static void FN(plane_stats)(const T *restrict x, int64_t N, int64_t C, int64_t S, int64_t c,
                             double *mean_out, double *var_out) {
     double mean = 0.0, m2 = 0.0;
     int64_t count = 0;
     for (int64_t n = 0; n < N; ++n) {
         const T *restrict p = x + (n * C + c) * S;
-        double s = 0.0;
-#pragma omp simd reduction(+ : s)
-        for (int64_t i = 0; i < S; ++i) s += (double)LD(p[i]);
-        const double pm = s / (double)S;
-        double q = 0.0;
-#pragma omp simd reduction(+ : q)
-        for (int64_t i = 0; i < S; ++i) {
-            const double d = (double)LD(p[i]) - pm;
-            q += d * d;
+        double s, q;
+        double pm = FN(plane_mean_estimate)(p, S);
+        if (!isfinite(pm)) { /* the estimate overflowed P: take it in double */
+            FN(dev_sums)(p, S, 0.0, &s, &q, 0);
+            pm = s / (double)S;
         }
+        FN(dev_sums)(p, S, pm, &s, &q, 1);
+        pm += s / (double)S;
+        q -= s * s / (double)S;
         const int64_t total = count + S;
         const double delta = pm - mean;
         mean += delta * (double)S / (double)total;
@@ -203,8 +307,19 @@ static inline void FN(norm_run)(const T *restrict p, T *restrict q, int64_t len,
 #else
     (void)stream;
 #endif
+#if defined(BNC_WIDEN)
+    P buf[BNC_RUN];
+    for (; i < len; i += BNC_RUN) {
+        const int64_t n = len - i < BNC_RUN ? len - i : BNC_RUN;
+        BNC_WIDEN(p + i, buf, n);
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) buf[j] = (buf[j] - m) * a + b;
+        BNC_NARROW(buf, q + i, n);
+    }
+#else
 #pragma omp simd
     for (int64_t j = i; j < len; ++j) q[j] = ST((LD(p[j]) - m) * a + b);
+#endif
 }
 
 /* y = (x - m[c]) * a[c] + b[c] in P: the subtraction is exact for x near m, so float32 keeps
@@ -411,18 +526,24 @@ static void FN(sums_dy)(const T *restrict dy, const T *restrict x, int64_t N, in
     if (S >= PLANE_MIN) {
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
         for (int64_t c = 0; c < C; ++c) {
-            double s1 = 0.0, s2 = 0.0;
+            double a1[BNC_ACC] = {0.0}, a2[BNC_ACC] = {0.0};
             const double m = center[c];
             for (int64_t n = 0; n < N; ++n) {
                 const T *restrict g = dy + (n * C + c) * S;
                 const T *restrict p = x + (n * C + c) * S;
-#pragma omp simd reduction(+ : s1, s2)
-                for (int64_t i = 0; i < S; ++i) {
-                    const double gi = (double)LD(g[i]);
-                    s1 += gi;
-                    s2 += gi * ((double)LD(p[i]) - m);
+#if defined(BNC_WIDEN)
+                P gb[BNC_RUN], pb[BNC_RUN];
+                for (int64_t i0 = 0; i0 < S; i0 += BNC_RUN) {
+                    const int64_t len = S - i0 < BNC_RUN ? S - i0 : BNC_RUN;
+                    BNC_WIDEN(g + i0, gb, len);
+                    BNC_WIDEN(p + i0, pb, len);
+                    FN(dy_run)(gb, pb, len, m, a1, a2);
                 }
+#else
+                FN(dy_run)(g, p, S, m, a1, a2);
+#endif
             }
+            const double s1 = FN(acc_total)(a1), s2 = FN(acc_total)(a2);
             sum_dy[c] = s1;
             sum_dyx[c] = s2;
         }
@@ -533,6 +654,22 @@ static int FN(cl_sums)(const T *restrict dy, const T *restrict x, int64_t R, int
 /* dx = dy*k1[c] + (x - m[c])*k2[c] + k3[c] in P; x may be NULL (then dx = dy*k1 + k3). */
 static inline void FN(dx_run)(const T *restrict g, const T *restrict p, T *restrict q, int64_t len,
                               P m, P k1, P k2, P k3) {
+#if defined(BNC_WIDEN)
+    P gb[BNC_RUN], pb[BNC_RUN];
+    for (int64_t i0 = 0; i0 < len; i0 += BNC_RUN) {
+        const int64_t n = len - i0 < BNC_RUN ? len - i0 : BNC_RUN;
+        BNC_WIDEN(g + i0, gb, n);
+        if (p) {
+            BNC_WIDEN(p + i0, pb, n);
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) gb[i] = gb[i] * k1 + (pb[i] - m) * k2 + k3;
+        } else {
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) gb[i] = gb[i] * k1 + k3;
+        }
+        BNC_NARROW(gb, q + i0, n);
+    }
+#else
     if (p) {
 #pragma omp simd
         for (int64_t i = 0; i < len; ++i) q[i] = ST(LD(g[i]) * k1 + (LD(p[i]) - m) * k2 + k3);
@@ -540,6 +677,7 @@ static inline void FN(dx_run)(const T *restrict g, const T *restrict p, T *restr
 #pragma omp simd
         for (int64_t i = 0; i < len; ++i) q[i] = ST(LD(g[i]) * k1 + k3);
     }
+#endif
 }
 
 static void FN(dx_map)(const T *restrict dy, const T *restrict x, T *restrict dx, int64_t N, int64_t C, int64_t S,
@@ -681,6 +819,6 @@ int FN(bn_backward_eval_)(const T *dy, int64_t dy_len, const T *x, T *dx, int64_
 }
 
 #undef BNC_USE_STREAM
+#undef BNC_RUN
+#undef BNC_ACC
 #undef FN
-#undef CAT
-#undef CAT_

@@ -1,8 +1,9 @@
 """cffi (API mode) build of the C kernels into `runners.backends._bnc`.
 
-setup.py calls this during `pip install`; no compiler runs at test time. Flags: -O3 and
--march=native (the extension is built on the machine that runs it), OpenMP when the
-compiler has it (BNC_OPENMP=0 turns it off), -std=c99.
+setup.py calls this during `pip install`; no compiler runs at test time. Flags: -O3 for the
+architecture's baseline (a wheel built here runs on any x86-64: bnc.c compiles its kernels again
+for AVX2 and AVX-512 and picks the widest the CPU has at run time), OpenMP when the compiler
+has it (BNC_OPENMP=0 turns it off), -std=c99.
 """
 from __future__ import annotations
 
@@ -32,12 +33,13 @@ def builder(openmp: bool | None = None) -> FFI:
         openmp = os.environ.get("BNC_OPENMP", "1") != "0"
     ffi = FFI()
     ffi.cdef(_cdef())
-    flags = ["-std=c99", "-O3", "-march=native"] + (["-fopenmp"] if openmp else [])
+    flags = ["-std=c99", "-O3"] + (["-fopenmp"] if openmp else [])
     here = os.path.relpath(HERE)  # setuptools wants paths relative to setup.py's directory
     ffi.set_source(
         "bnconform.runners.backends._bnc",
         '#include "bnc.h"',
         sources=[os.path.join(here, "bnc.c")],
+        depends=[os.path.join(here, n) for n in ("bnc.h", "bnc_impl.h", "bnc_isa.h")],
         include_dirs=[here],
         extra_compile_args=flags,
         extra_link_args=["-fopenmp"] if openmp else [],
