@@ -28,14 +28,18 @@ def test_bench_writes_both_comparisons_intervals_and_the_roofline(tmp_path: Path
     machine = b["metadata"]["machine"]
     assert machine["cpu_count"] >= 1 and machine["load_before"] >= 0 and isinstance(machine["busy"], bool)
     roof = b["roofline"]
-    assert roof["read_gbs"] > 0 and roof["write_gbs"] > 0 and roof["copy_gbs"] > 0
+    assert set(roof["kernels"]) == {"sum", "dot", "fill", "copy", "scale", "add", "triad"}
+    assert all(k["gbs"] > 0 for k in roof["kernels"].values()) and roof["isa"] in ("portable", "avx2", "avx512")
+    assert {roof["kernels"][k]["stores"] for k in ("fill", "copy", "scale", "add", "triad")} <= {"plain", "streaming"}
     rows = b["table"]
     assert {(r["backend"], r["phase"]) for r in rows} == {(x, p) for x in ("torch", "numpy", "cffi")
                                                           for p in ("train_fwd", "eval_fwd", "train_fwd_bwd")}
     for r in rows:
         for mode in ("kernel", "as_called"):
             m = r[mode]
-            assert m["median_s"] > 0 and m["pct_of_roofline"] > 0
+            assert m["median_s"] > 0 and m["pct_of_bound"] > 0
+            assert 0 < m["compulsory_bound_s"] < m["bound_s"] or r["phase"] == "eval_fwd"
+            assert m["cache_resident"] or m["pct_of_bound"] <= 100.0  # nothing beats a bound unflagged
             if r["backend"] != "torch":
                 lo, hi = m["interval"]
                 assert lo <= m["ratio_to_torch"] <= hi and m["verdict"] == verdict(lo, hi)
@@ -66,10 +70,12 @@ def test_a_ratio_interval_and_its_verdict() -> None:
 
 
 def _records(load: float) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    roof = {"kind": "roofline", "threads": 2, "buffer_bytes": 256 << 20, "cache_bytes": 1 << 20, "read_gbs": 10.0,
-            "write_gbs": 5.0, "copy_gbs": 6.0, "copy_model_s": 0.08, "copy_measured_s": 0.09}
+    # STREAM kernels at 0.1 ns per byte of x each (10 GB/s of x: numbers that keep the arithmetic plain)
+    kern = {k: {"best_s": 0.0268, "gbs": 10.0, "s_per_byte": 0.1e-9} for k in ("sum", "dot", "scale", "triad")}
+    roof = {"kind": "roofline", "threads": 2, "buffer_bytes": 256 << 20, "cache_bytes": 1 << 20, "isa": "avx2",
+            "kernels": kern}
     stats = lambda t: {"median": t, "min": t, "max": t, "rounds": 5, "loops": 1, "data": [t] * 5}
-    # 40 MB x, train_fwd reads 40 MB (4 ms at 10 GB/s) and writes 40 MB (8 ms at 5 GB/s): bound max = 8 ms
+    # 40 MB x, train_fwd: compulsory = scale: 40e6 B * 0.1 ns/B = 4 ms; algorithmic = sum + scale = 8 ms; cffi's 10 ms = 80%
     cell = {"kind": "cell", "shape": "big", "phase": "train_fwd", "bytes_read": 40e6, "bytes_written": 40e6,
             "tensor_bytes": 40e6, "skipped": {},
             "results": {"torch|kernel": stats(0.016), "cffi|kernel": stats(0.010), "torch|as_called": stats(0.025),
@@ -82,7 +88,8 @@ def _records(load: float) -> tuple[dict[str, Any], list[dict[str, Any]], dict[st
 def test_roofline_share_and_a_busy_machine_are_stated() -> None:
     meta, rows, roof = _records(load=3.5)
     cffi = next(r for r in rows if r["backend"] == "cffi")
-    assert abs(cffi["kernel"]["pct_of_roofline"] - 80.0) < 1e-9 and not cffi["kernel"]["cache_resident"]
+    assert abs(cffi["kernel"]["pct_of_bound"] - 80.0) < 1e-9 and not cffi["kernel"]["cache_resident"]
+    assert abs(cffi["kernel"]["compulsory_bound_s"] - 0.004) < 1e-12 and abs(cffi["kernel"]["pct_of_compulsory"] - 40.0) < 1e-9
     assert abs(cffi["kernel"]["ratio_to_torch"] - 0.625) < 1e-12 and cffi["kernel"]["verdict"] == "faster"
     assert abs(cffi["as_called_over_kernel"] - 1.05) < 1e-12
     md = markdown(meta, rows, roof)

@@ -64,7 +64,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def test_roofline(request: pytest.FixtureRequest) -> None:
-    _record({"kind": "roofline", **roofline.measure(request.config.getoption("bnconform_max_time"))})
+    import torch
+
+    threads = request.config.getoption("bnconform_threads") or torch.get_num_threads()
+    _record({"kind": "roofline", **roofline.measure(request.config.getoption("bnconform_max_time"), threads)})
 
 
 def test_cell(request: pytest.FixtureRequest, bench_cell: tuple[tuple[int, ...], str, str]) -> None:

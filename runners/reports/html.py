@@ -288,8 +288,8 @@ def timing_section(timing: dict[str, Any]) -> str:
         for v in b.get("verdicts", []))
     busy = (f'<p class="busy"><strong>The machine was busy (load above its {_e(mach.get("cpu_count"))} CPUs): these '
             "figures are unreliable.</strong></p>") if mach.get("busy") else ""
-    roofline = (f"read {roof['read_gbs']:.1f} GB/s, write {roof['write_gbs']:.1f} GB/s, copy {roof['copy_gbs']:.1f} GB/s"
-                if roof else "not measured")
+    roofline = (", ".join(f"{k} {v['gbs']:.1f} GB/s" for k, v in roof["kernels"].items()) + f" ({roof['isa']})"
+                if roof.get("kernels") else meta.get("roofline_unavailable", "not measured"))
     charts = sweep_charts_svg(b.get("sweep") or {}, roof)
     sweep = f'<h3>Cost curves (--sweep)</h3><figure id="sweep-chart">{charts}</figure>' if charts else ""
     return f"""
@@ -301,7 +301,7 @@ roofline {_e(roofline)}; commit {_e(meta.get('git_commit', '?'))}.</p>
 <figure id="timing-chart">{timing_chart_svg(b.get('table', []))}</figure>
 {sweep}
 <table><thead><tr><th>backend</th><th>cells</th><th>faster</th><th>no clear difference</th><th>slower</th>
-<th>median % of roofline</th><th>lowest % of roofline</th></tr></thead><tbody>{verdicts}</tbody></table>
+<th>median % of bound</th><th>lowest % of bound</th></tr></thead><tbody>{verdicts}</tbody></table>
 <h3>Every cell: kernel against kernel, and as called</h3>
 <div id="timing-cells">{_table(_cell_rows(b.get('table', [])), ["phase", *CELL_HEADERS])}</div>
 """

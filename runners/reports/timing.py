@@ -16,7 +16,7 @@ from tabulate import tabulate
 
 from bnconform.cases.loader import BUILTIN_SPECS, spec_files
 from bnconform.runners.bench.intervals import paired_ratio, verdict
-from bnconform.runners.bench.roofline import bound_s
+from bnconform.runners.bench.roofline import ALGORITHMIC, COMPULSORY, bounds_s
 from bnconform.runners.bench.workloads import MODES, PHASES, TOUCHED, TRAFFIC
 from bnconform.runners.reports.metadata import run_metadata
 
@@ -46,16 +46,18 @@ def _mode_row(cell: dict[str, Any], backend: str, mode: str, roof: Optional[dict
         ratio, lo, hi = paired_ratio(stats["data"], ref["data"])
         row.update(ratio_to_torch=ratio, interval=[lo, hi], verdict=verdict(lo, hi))
     if roof:
-        pct = 100.0 * bound_s(roof, cell["bytes_read"], cell["bytes_written"]) / stats["median"]
+        compulsory, algorithmic = bounds_s(roof, cell["phase"], cell["tensor_bytes"])
+        pct = 100.0 * algorithmic / stats["median"]
         touched = TOUCHED[cell["phase"]] * cell["tensor_bytes"]
         fits = roof.get("cache_bytes") is not None and touched <= roof["cache_bytes"]
-        row.update(pct_of_roofline=pct, cache_resident=fits or pct > 100.0)
+        row.update(compulsory_bound_s=compulsory, bound_s=algorithmic, pct_of_bound=pct,
+                   pct_of_compulsory=100.0 * compulsory / stats["median"], cache_resident=fits or pct > 100.0)
     return row
 
 
 def table(records: list[dict[str, Any]], backends: list[str]) -> tuple[list[dict[str, Any]], Optional[dict[str, Any]]]:
     """One row per backend x shape x phase holding both modes; and the roofline record."""
-    roof = next((r for r in records if r["kind"] == "roofline"), None)
+    roof = next((r for r in records if r["kind"] == "roofline" and "kernels" in r), None)
     rows = []
     for cell in (r for r in records if r["kind"] == "cell"):
         for backend in backends:
@@ -78,8 +80,8 @@ def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if backend == REFERENCE:
             continue
         kern = [r["kernel"] for r in rows if r["backend"] == backend and r["kernel"] and "verdict" in r["kernel"]]
-        streaming = [r["kernel"]["pct_of_roofline"] for r in rows if r["backend"] == backend and r["kernel"]
-                     and "pct_of_roofline" in r["kernel"] and not r["kernel"]["cache_resident"]]
+        streaming = [r["kernel"]["pct_of_bound"] for r in rows if r["backend"] == backend and r["kernel"]
+                     and "pct_of_bound" in r["kernel"] and not r["kernel"]["cache_resident"]]
         out.append({"backend": backend, "cells": len(kern),
                     **{v: sum(k["verdict"] == v for k in kern) for v in ("faster", "no clear difference", "slower")},
                     "roofline_median_pct": statistics.median(streaming) if streaming else None,
@@ -95,9 +97,15 @@ def _ratio(m: Optional[dict[str, Any]]) -> str:
 
 
 def _roof(m: Optional[dict[str, Any]]) -> str:
-    if not m or "pct_of_roofline" not in m:
+    if not m or "pct_of_bound" not in m:
         return ""
-    return f"cache-resident ({m['pct_of_roofline']:.0f}%)" if m["cache_resident"] else f"{m['pct_of_roofline']:.0f}%"
+    return f"cache-resident ({m['pct_of_bound']:.0f}%)" if m["cache_resident"] else f"{m['pct_of_bound']:.0f}%"
+
+
+def _bounds(m: Optional[dict[str, Any]]) -> str:
+    if not m or "bound_s" not in m:
+        return ""
+    return f"{m['compulsory_bound_s'] * 1e3:.3f} / {m['bound_s'] * 1e3:.3f}"
 
 
 def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], roof: Optional[dict[str, Any]]) -> str:
@@ -118,14 +126,7 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], roof: Optional[di
     if mach["busy"]:
         lines += [f"**The machine was busy (load above its {mach['cpu_count']} CPUs): these figures are unreliable; "
                   "run again on an idle machine.**", ""]
-    if roof:
-        lines += [
-            f"Roofline (same run, {roof['threads']} threads, {roof['buffer_bytes'] >> 20} MB float32, best round): "
-            f"read **{roof['read_gbs']:.1f} GB/s** (a sum), write **{roof['write_gbs']:.1f} GB/s** (a fill), copy "
-            f"{roof['copy_gbs']:.1f} GB/s (one read + one write per element; {roof['copy_measured_s'] * 1e3:.1f} ms "
-            f"measured against {roof['copy_model_s'] * 1e3:.1f} ms from the read and write rates).",
-            "",
-        ]
+    lines += roofline_lines(roof, meta.get("roofline_unavailable"))
     lines += [
         "Two comparisons per cell. **Kernel**: every backend writes into outputs allocated once (torch through "
         "`native_batch_norm.out` and `native_batch_norm_backward.out`, a KernelModule backend through its "
@@ -137,9 +138,12 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], roof: Optional[di
         "",
         "Ratio = the backend's median time / torch's in the same mode, rounds interleaved (each round times every "
         "backend once, in a shuffled order); [95% interval] from a bootstrap over the paired rounds. An interval "
-        "that spans 1.0 reads *no clear difference*. % of roofline = the phase's least time (the longer of its "
-        "reads at the read rate and its writes at the write rate, for its compulsory traffic: "
-        + "; ".join(f"{p}: {d}" for p, d in meta["traffic_model"].items()) + ") / the median. "
+        "that spans 1.0 reads *no clear difference*. Bounds (ms) = compulsory / algorithmic: the STREAM "
+        "kernels' times for the phase's traffic, scaled to the cell's bytes (compulsory: "
+        + "; ".join(f"{p}: {' + '.join(k)}" for p, k in COMPULSORY.items()) + "; algorithmic, the passes a "
+        "kernel normalising by batch statistics needs beyond the cache: "
+        + "; ".join(f"{p}: {' + '.join(k)}" for p, k in ALGORITHMIC.items()) + "). % of bound = the algorithmic "
+        "bound / the median. "
         "A cell whose data (x and y; with dy and dx in train_fwd_bwd) fits the last-level cache"
         + (f" ({roof['cache_bytes'] >> 20} MB here)" if roof and roof.get("cache_bytes") else "")
         + ", or that beats the memory bound, is *cache-resident*: its percentage is shown but bounds nothing, "
@@ -155,7 +159,7 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], roof: Optional[di
                              "" if v["roofline_min_pct"] is None else f"{v['roofline_min_pct']:.0f}%"]
                             for v in summary],
                            headers=["backend", "cells", "faster", "no clear difference", "slower",
-                                    "median % of roofline", "lowest % of roofline"], tablefmt="github"), ""]
+                                    "median % of bound", "lowest % of bound"], tablefmt="github"), ""]
     else:
         lines += ["No backend beside torch was timed.", ""]
     for phase in PHASES:
@@ -166,7 +170,8 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], roof: Optional[di
 
 
 CELL_HEADERS = ["shape", "backend", "kernel ms (rounds)", "kernel ratio to torch [95%]", "kernel GB/s",
-                "% of roofline", "as called ms (rounds)", "as called ratio to torch [95%]", "as called / kernel"]
+                "bounds ms", "% of bound", "as called ms (rounds)", "as called ratio to torch [95%]",
+                "as called / kernel"]
 
 
 def _ms(m: Optional[dict[str, Any]], skipped: Optional[str]) -> str:
@@ -181,7 +186,7 @@ def cell_values(row: dict[str, Any]) -> list[str]:
     return [
         row["shape"], row["backend"],
         _ms(k, row.get("kernel_skipped")),
-        _ratio(k), f"{k['gbs']:.1f}" if k else "", _roof(k),
+        _ratio(k), f"{k['gbs']:.1f}" if k else "", _bounds(k), _roof(k),
         _ms(a, row.get("as_called_skipped")),
         _ratio(a), f"{row['as_called_over_kernel']:.2f}" if row.get("as_called_over_kernel") else "",
     ]
@@ -198,7 +203,7 @@ def sweep(records: list[dict[str, Any]], roof: Optional[dict[str, Any]]) -> dict
             point = {"backend": label.split("|")[0], "shape": cell["shape"], "phase": cell["phase"],
                      "bytes": cell["tensor_bytes"], "median_s": stats["median"],
                      "gbs": (cell["bytes_read"] + cell["bytes_written"]) / stats["median"] / 1e9,
-                     "bound_s": bound_s(roof, cell["bytes_read"], cell["bytes_written"]) if roof else None}
+                     "bound_s": bounds_s(roof, cell["phase"], cell["tensor_bytes"])[1] if roof else None}
             if cell["kind"] == "sweep_size":
                 out["sizes"].append(point)
             else:
@@ -216,7 +221,7 @@ def sweep_markdown(points: dict[str, list[dict[str, Any]]]) -> str:
             lines += [tabulate([[f"{p['bytes'] / 1024:.0f} KB", p["backend"], f"{p['median_s'] * 1e3:.4f}",
                                  f"{p['gbs']:.2f}", "" if p["bound_s"] is None else f"{p['bound_s'] * 1e3:.4f}"]
                                 for p in by_size],
-                               headers=["x", "backend", "ms", "GB/s", "roofline ms"], tablefmt="github")]
+                               headers=["x", "backend", "ms", "GB/s", "bound ms"], tablefmt="github")]
         by_threads = [p for p in points["threads"] if p["phase"] == phase]
         if by_threads:
             lines += ["", f"## Sweep over threads: {phase}, {by_threads[0]['shape']} (kernel)", ""]
@@ -240,11 +245,25 @@ def benchmarks(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def roofline_lines(roof: Optional[dict[str, Any]], unavailable: Optional[str]) -> list[str]:
+    """The STREAM rates as timing.md states them (or why there are none)."""
+    if not roof:
+        return [f"No roofline: {unavailable or 'not measured'}.", ""]
+    rates = ", ".join(f"{k} **{v['gbs']:.1f} GB/s**" + (f" ({v['stores']} stores)" if "stores" in v else "")
+                      for k, v in roof["kernels"].items())
+    return [f"Roofline (same run: STREAM kernels compiled like the C backend, {roof['isa']} instructions, "
+            f"{roof['threads']} threads, {roof['buffer_bytes'] >> 20} MB float32 arrays, best round; a writing "
+            f"kernel's faster of plain and streaming stores): {rates}.", ""]
+
+
 def write(raw: Path, out_dir: Path, threads: int, backends: list[str], machine: dict[str, Any]) -> list[Path]:
     """timing.json (pytest-benchmark's `benchmarks` plus bnconform's table) and timing.md."""
     records = [json.loads(line) for line in Path(raw).read_text(encoding="utf-8").splitlines() if line.strip()]
     meta = metadata(threads, backends, machine)
     rows, roof = table(records, backends)
+    missing = next((r["unavailable"] for r in records if r["kind"] == "roofline" and "unavailable" in r), None)
+    if missing:
+        meta["roofline_unavailable"] = missing
     points = sweep(records, roof)
     data = {"benchmarks": benchmarks(records),
             "bnconform": {"metadata": meta, "roofline": roof, "table": rows, "verdicts": verdicts(rows),
