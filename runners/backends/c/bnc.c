@@ -165,36 +165,34 @@ static bnc_cl_plan bnc_cl_make_plan(int64_t R, int64_t C) {
 #pragma GCC push_options
 #pragma GCC target("avx2,f16c")
 #endif
-#define BNC_ISA avx2
-#define BNC_STREAM_WIDTH (32 / (int)sizeof(T))
+/* The wide sets' vector helpers, written once over BNC_V(op) (the set's intrinsic for op), its
+ * float vector type BNC_NT_VEC and BNC_NT_LANES floats per vector; each set defines those three
+ * and its binary16 conversions of one vector (whose half-width integer type differs). */
+#define BNC_STREAM_WIDTH (BNC_NT_LANES * 4 / (int)sizeof(T))
 #define BNC_STREAM_F32(p, q, m, a, b) \
-    _mm256_stream_ps((q), _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p), _mm256_set1_ps(m)), _mm256_set1_ps(a)), _mm256_set1_ps(b)))
+    BNC_V(stream_ps)((q), BNC_V(add_ps)(BNC_V(mul_ps)(BNC_V(sub_ps)(BNC_V(loadu_ps)(p), BNC_V(set1_ps)(m)), BNC_V(set1_ps)(a)), BNC_V(set1_ps)(b)))
 #define BNC_STREAM_F64(p, q, m, a, b) \
-    _mm256_stream_pd((q), _mm256_add_pd(_mm256_mul_pd(_mm256_sub_pd(_mm256_loadu_pd(p), _mm256_set1_pd(m)), _mm256_set1_pd(a)), _mm256_set1_pd(b)))
-#define BNC_NT_F32(q, v) _mm256_stream_ps((q), (v))
-#define BNC_NT_LOAD_F32(p) _mm256_loadu_ps(p)
-#define BNC_NT_SET_F32(v) _mm256_set1_ps(v)
-#define BNC_NT_MUL_F32(a, b) _mm256_mul_ps((a), (b))
-#define BNC_NT_ADD_F32(a, b) _mm256_add_ps((a), (b))
+    BNC_V(stream_pd)((q), BNC_V(add_pd)(BNC_V(mul_pd)(BNC_V(sub_pd)(BNC_V(loadu_pd)(p), BNC_V(set1_pd)(m)), BNC_V(set1_pd)(a)), BNC_V(set1_pd)(b)))
+#define BNC_NT_F32(q, v) BNC_V(stream_ps)((q), (v))
+#define BNC_NT_LOAD_F32(p) BNC_V(loadu_ps)(p)
+#define BNC_NT_SET_F32(v) BNC_V(set1_ps)(v)
+#define BNC_NT_MUL_F32(a, b) BNC_V(mul_ps)((a), (b))
+#define BNC_NT_ADD_F32(a, b) BNC_V(add_ps)((a), (b))
+
+#define BNC_ISA avx2
+#define BNC_V(op) _mm256_##op
 #define BNC_NT_VEC __m256
 #define BNC_NT_LANES 8
 #define BNC_F16_WIDEN_V(s, d) _mm256_storeu_ps((d), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s))))
 #define BNC_F16_NARROW_V(s, d) \
     _mm_storeu_si128((__m128i *)(d), _mm256_cvtps_ph(_mm256_loadu_ps(s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
 #include "bnc_isa.h"
-#undef BNC_F16_WIDEN_V
-#undef BNC_F16_NARROW_V
 #undef BNC_ISA
-#undef BNC_STREAM_WIDTH
-#undef BNC_STREAM_F32
-#undef BNC_STREAM_F64
-#undef BNC_NT_F32
-#undef BNC_NT_LOAD_F32
-#undef BNC_NT_SET_F32
-#undef BNC_NT_MUL_F32
-#undef BNC_NT_ADD_F32
+#undef BNC_V
 #undef BNC_NT_VEC
 #undef BNC_NT_LANES
+#undef BNC_F16_WIDEN_V
+#undef BNC_F16_NARROW_V
 #if defined(__clang__)
 #pragma clang attribute pop
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))), apply_to = function)
@@ -204,16 +202,7 @@ static bnc_cl_plan bnc_cl_make_plan(int64_t R, int64_t C) {
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")
 #endif
 #define BNC_ISA avx512
-#define BNC_STREAM_WIDTH (64 / (int)sizeof(T))
-#define BNC_STREAM_F32(p, q, m, a, b) \
-    _mm512_stream_ps((q), _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(p), _mm512_set1_ps(m)), _mm512_set1_ps(a)), _mm512_set1_ps(b)))
-#define BNC_STREAM_F64(p, q, m, a, b) \
-    _mm512_stream_pd((q), _mm512_add_pd(_mm512_mul_pd(_mm512_sub_pd(_mm512_loadu_pd(p), _mm512_set1_pd(m)), _mm512_set1_pd(a)), _mm512_set1_pd(b)))
-#define BNC_NT_F32(q, v) _mm512_stream_ps((q), (v))
-#define BNC_NT_LOAD_F32(p) _mm512_loadu_ps(p)
-#define BNC_NT_SET_F32(v) _mm512_set1_ps(v)
-#define BNC_NT_MUL_F32(a, b) _mm512_mul_ps((a), (b))
-#define BNC_NT_ADD_F32(a, b) _mm512_add_ps((a), (b))
+#define BNC_V(op) _mm512_##op
 #define BNC_NT_VEC __m512
 #define BNC_NT_LANES 16
 #define BNC_F16_WIDEN_V(s, d) _mm512_storeu_ps((d), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s))))
